@@ -21,7 +21,9 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(target.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".part{suffix}", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=f".part{suffix}", dir=target.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     try:

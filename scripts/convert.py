@@ -1,0 +1,21 @@
+"""Rule convert: CT/PET DICOM series and label -> HU, SUVbw and label NIfTI plus meta.json."""
+
+from abmseg.io.convert import ConvertedPaths, convert_patient
+from abmseg.step import rule_step
+
+patient = snakemake.wildcards.patient
+with rule_step("convert", snakemake.log[0], patient) as log:
+    meta = convert_patient(
+        patient=patient,
+        ct_dir=snakemake.params.ct_dir,
+        pet_dir=snakemake.params.pet_dir,
+        label_path=snakemake.input.label,
+        out=ConvertedPaths(
+            ct=snakemake.output.ct,
+            pet_suv=snakemake.output.pet,
+            label=snakemake.output.label,
+            meta=snakemake.output.meta,
+        ),
+        allowed_labels=snakemake.params.labels,
+    )
+    log.info("SUV: %s", meta["pet"]["suv"]["method"])

@@ -1,0 +1,83 @@
+"""The cohort sheet: one row per patient, paths relative to the sheet, validated before any work."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+REQUIRED_COLUMNS = ("patient_id", "ct", "pet", "label")
+OPTIONAL_COLUMNS = ("split",)
+PATH_COLUMNS = ("ct", "pet", "label")
+PATIENT_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+SUBSETS = ("train", "test")
+
+
+class SheetError(ValueError):
+    """The sheet cannot be used; the message lists every problem at once."""
+
+
+def check_patient_id(patient_id: str) -> str | None:
+    """Why ``patient_id`` is not a safe path component, or None when it is."""
+    if not patient_id:
+        return "is empty"
+    if not PATIENT_ID.match(patient_id):
+        return "may only contain letters, digits, '-' and '_' (it becomes a folder name)"
+    return None
+
+
+def load_sheet(path: str | Path, check_files: bool = True) -> pd.DataFrame:
+    """Read and validate the sheet; return it indexed by patient_id with absolute paths.
+
+    Every problem is reported in one error (row number, patient, column, fix), so a user fixes the
+    sheet once instead of once per problem.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SheetError(f"patient sheet {path} does not exist: set config key 'patients'")
+    sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment="#")
+    sheet.columns = [c.strip() for c in sheet.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in sheet.columns]
+    if missing:
+        raise SheetError(
+            f"patient sheet {path} lacks column(s) {missing}; it needs the tab-separated columns "
+            f"{list(REQUIRED_COLUMNS)} (optional: {list(OPTIONAL_COLUMNS)})"
+        )
+    unknown = [c for c in sheet.columns if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+    if unknown:
+        raise SheetError(f"patient sheet {path} has unknown column(s) {unknown}: remove or rename")
+    sheet = sheet.apply(lambda col: col.str.strip())
+    problems: list[str] = []
+    for row, record in enumerate(sheet.itertuples(index=False), start=2):
+        pid = record.patient_id
+        why = check_patient_id(pid)
+        if why:
+            problems.append(f"line {row}: patient_id {pid!r} {why}")
+        for column in PATH_COLUMNS:
+            value = getattr(record, column)
+            if not value:
+                problems.append(f"line {row}, patient {pid}: column '{column}' is empty")
+                continue
+            resolved = (path.parent / value).resolve()
+            if check_files and not resolved.exists():
+                problems.append(
+                    f"line {row}, patient {pid}: {column} path {resolved} does not exist "
+                    "(paths are relative to the sheet's folder)"
+                )
+        if "split" in sheet.columns and record.split and record.split not in SUBSETS:
+            problems.append(
+                f"line {row}, patient {pid}: split {record.split!r} must be train, test or empty"
+            )
+    duplicated = sorted(set(sheet.patient_id[sheet.patient_id.duplicated()]))
+    if duplicated:
+        problems.append(f"patient_id(s) {duplicated} appear more than once: IDs must be unique")
+    if problems:
+        raise SheetError(
+            f"patient sheet {path} has {len(problems)} problem(s):\n  " + "\n  ".join(problems)
+        )
+    for column in PATH_COLUMNS:
+        sheet[column] = [str((path.parent / v).resolve()) for v in sheet[column]]
+    if "split" not in sheet.columns:
+        sheet["split"] = ""
+    return sheet.set_index("patient_id", drop=False)

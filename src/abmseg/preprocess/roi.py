@@ -1,0 +1,140 @@
+"""Otsu body mask, scanner bed removal and the pelvic ROI box, applied alike to every image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+from skimage.filters import threshold_otsu
+
+from abmseg.atomic import write_json
+from abmseg.errors import PatientDataError
+from abmseg.io.volume import read_nifti, write_nifti
+
+AIR_HU = -1000.0
+
+
+@dataclass(frozen=True)
+class CropSettings:
+    margin_mm: tuple[float, float, float] = (10.0, 10.0, 0.0)  # x, y, z
+    clear_outside_body: bool = True
+    min_body_voxels: int = 1000
+
+    @classmethod
+    def from_config(cls, section: dict) -> CropSettings:
+        return cls(
+            margin_mm=tuple(float(v) for v in section["margin_mm"]),
+            clear_outside_body=bool(section["clear_outside_body"]),
+        )
+
+
+def body_mask(hu: np.ndarray) -> tuple[np.ndarray, float]:
+    """Largest connected component above Otsu's threshold, holes filled slice by slice.
+
+    The scanner bed is separated from the body by air, so it is a different component and
+    drops out; bowel gas inside the body is filled back in.
+    """
+    clipped = np.clip(hu, -1024, 2000)
+    threshold = float(threshold_otsu(clipped[:: max(1, hu.shape[0] // 32)]))
+    foreground = clipped > threshold
+    labels, count = ndimage.label(foreground)
+    if count == 0:
+        return np.zeros_like(foreground), threshold
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    mask = labels == int(np.argmax(sizes))
+    for z in range(mask.shape[0]):
+        mask[z] = ndimage.binary_fill_holes(mask[z])
+    return mask, threshold
+
+
+def roi_box(
+    mask: np.ndarray, spacing_xyz: tuple[float, float, float], margin_mm: tuple[float, float, float]
+) -> dict[str, list[int]]:
+    """Bounding box of ``mask`` grown by ``margin_mm``, as half-open index ranges per axis."""
+    box = {}
+    for axis_name, array_axis, spacing, margin in zip(
+        "xyz", (2, 1, 0), spacing_xyz, margin_mm, strict=True
+    ):
+        other = tuple(a for a in range(3) if a != array_axis)
+        present = np.flatnonzero(mask.any(axis=other))
+        grow = int(np.ceil(margin / spacing))
+        lo = max(0, int(present[0]) - grow)
+        hi = min(mask.shape[array_axis], int(present[-1]) + 1 + grow)
+        box[axis_name] = [lo, hi]
+    return box
+
+
+def crop_image(image: sitk.Image, box: dict[str, list[int]]) -> sitk.Image:
+    """Cut the box out of an image; SimpleITK slicing keeps the world geometry exact."""
+    (x0, x1), (y0, y1), (z0, z1) = box["x"], box["y"], box["z"]
+    return image[x0:x1, y0:y1, z0:z1]
+
+
+def crop_patient(
+    ct_path: str | Path,
+    pet_path: str | Path,
+    label_path: str | Path,
+    out_ct: str | Path,
+    out_pet: str | Path,
+    out_label: str | Path,
+    out_roi: str | Path,
+    settings: CropSettings,
+    patient: str | None = None,
+) -> dict:
+    """Crop CT, registered PET and label to the same pelvic box; clear the bed outside the body."""
+    ct = read_nifti(ct_path, patient, made_by="convert")
+    pet = read_nifti(pet_path, patient, made_by="register")
+    label = read_nifti(label_path, patient, made_by="convert")
+    for name, other in (("registered PET", pet), ("label", label)):
+        if other.GetSize() != ct.GetSize():
+            raise PatientDataError(
+                patient,
+                pet_path if name.endswith("PET") else label_path,
+                f"{name} is not on the CT grid ({other.GetSize()} vs {ct.GetSize()})",
+                "delete the registered and converted outputs of this patient and rerun",
+            )
+    hu = sitk.GetArrayFromImage(ct)
+    mask, threshold = body_mask(hu)
+    if mask.sum() < settings.min_body_voxels:
+        raise PatientDataError(
+            patient,
+            ct_path,
+            f"no body found in the CT (Otsu threshold {threshold:.0f} HU)",
+            "check that the CT series is a patient scan in HU",
+        )
+    box = roi_box(mask, ct.GetSpacing(), settings.margin_mm)
+    arrays = {"ct": hu, "pet": sitk.GetArrayFromImage(pet)}
+    if settings.clear_outside_body:
+        arrays["ct"] = np.where(mask, hu, np.asarray(AIR_HU, dtype=hu.dtype))
+        arrays["pet"] = np.where(mask, arrays["pet"], np.asarray(0, dtype=arrays["pet"].dtype))
+    cleared = {}
+    for name, source in (("ct", ct), ("pet", pet)):
+        image = sitk.GetImageFromArray(arrays[name])
+        image.CopyInformation(source)
+        cleared[name] = crop_image(image, box)
+    label_cropped = crop_image(label, box)
+    label_array = sitk.GetArrayViewFromImage(label)
+    lost = int(np.count_nonzero(label_array)) - int(
+        np.count_nonzero(sitk.GetArrayViewFromImage(label_cropped))
+    )
+    roi = {
+        "patient_id": patient,
+        "box_ct_index": box,
+        "index_convention": "half-open [start, stop) voxel index ranges on the converted CT grid",
+        "ct_size_xyz": list(ct.GetSize()),
+        "cropped_size_xyz": list(cleared["ct"].GetSize()),
+        "otsu_threshold_hu": round(threshold, 2),
+        "body_voxels": int(mask.sum()),
+        "label_voxels_outside_box": lost,
+        "margin_mm": list(settings.margin_mm),
+        "cleared_outside_body": settings.clear_outside_body,
+    }
+    write_nifti(cleared["ct"], out_ct)
+    write_nifti(cleared["pet"], out_pet)
+    write_nifti(label_cropped, out_label)
+    write_json(out_roi, roi)
+    return roi

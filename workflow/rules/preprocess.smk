@@ -1,0 +1,102 @@
+rule convert:
+    input:
+        ct=get_dicom_files("ct"),
+        pet=get_dicom_files("pet"),
+        label=get_label,
+    output:
+        ct="results/converted/{patient}/ct.nii.gz",
+        pet="results/converted/{patient}/pet_suv.nii.gz",
+        label="results/converted/{patient}/label.nii.gz",
+        meta="results/converted/{patient}/meta.json",
+    params:
+        ct_dir=get_series_folder("ct"),
+        pet_dir=get_series_folder("pet"),
+        labels=region_labels(),
+    log:
+        "logs/convert/{patient}.log",
+    benchmark:
+        "benchmarks/convert/{patient}.tsv"
+    threads: res("convert", "threads")
+    resources:
+        mem_mb=res("convert", "mem_mb"),
+        runtime=res("convert", "runtime"),
+    conda:
+        "../../envs/preprocess.yaml"
+    script:
+        "../../scripts/convert.py"
+
+
+rule register:
+    input:
+        ct="results/converted/{patient}/ct.nii.gz",
+        pet="results/converted/{patient}/pet_suv.nii.gz",
+    output:
+        pet="results/registered/{patient}/pet_suv.nii.gz",
+        transform="results/registered/{patient}/pet_to_ct.mat",
+        qc="results/registered/{patient}/qc.json",
+    params:
+        settings=config["register"],
+        seed=config["seed"],
+    log:
+        "logs/register/{patient}.log",
+    benchmark:
+        "benchmarks/register/{patient}.tsv"
+    threads: res("register", "threads")
+    resources:
+        mem_mb=res("register", "mem_mb"),
+        runtime=res("register", "runtime"),
+    conda:
+        "../../envs/preprocess.yaml"
+    script:
+        "../../scripts/register.py"
+
+
+rule crop:
+    input:
+        ct="results/converted/{patient}/ct.nii.gz",
+        pet="results/registered/{patient}/pet_suv.nii.gz",
+        label="results/converted/{patient}/label.nii.gz",
+    output:
+        ct="results/cropped/{patient}/ct.nii.gz",
+        pet="results/cropped/{patient}/pet_suv.nii.gz",
+        label="results/cropped/{patient}/label.nii.gz",
+        roi="results/cropped/{patient}/roi.json",
+    params:
+        settings=config["crop"],
+    log:
+        "logs/crop/{patient}.log",
+    benchmark:
+        "benchmarks/crop/{patient}.tsv"
+    threads: res("crop", "threads")
+    resources:
+        mem_mb=res("crop", "mem_mb"),
+        runtime=res("crop", "runtime"),
+    conda:
+        "../../envs/preprocess.yaml"
+    script:
+        "../../scripts/crop.py"
+
+
+rule normalise:
+    input:
+        ct="results/cropped/{patient}/ct.nii.gz",
+        pet="results/cropped/{patient}/pet_suv.nii.gz",
+        label="results/cropped/{patient}/label.nii.gz",
+    output:
+        ct="results/normalized/{patient}/ct.nii.gz",
+        pet="results/normalized/{patient}/pet.nii.gz",
+        label="results/normalized/{patient}/label.nii.gz",
+    params:
+        settings=config["normalise"],
+    log:
+        "logs/normalise/{patient}.log",
+    benchmark:
+        "benchmarks/normalise/{patient}.tsv"
+    threads: res("normalise", "threads")
+    resources:
+        mem_mb=res("normalise", "mem_mb"),
+        runtime=res("normalise", "runtime"),
+    conda:
+        "../../envs/preprocess.yaml"
+    script:
+        "../../scripts/normalise.py"
