@@ -1,0 +1,49 @@
+# Two entry points on a fresh machine: `make demo` and `make test`. Both create .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR := demo
+DEMO_PATIENTS := 6
+DEMO_SEED := 7
+CORES ?= 2
+
+.PHONY: venv demo demo-data test lint format bench clean
+
+venv: $(STAMP)
+
+# torch is installed first and pinned: pip then takes the CPU wheel from local disk instead of
+# resolving an unpinned CUDA build (see pyproject.toml for every pin).
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+$(DEMO_DIR)/patients.tsv: $(STAMP)
+	$(BIN)/abmseg synth $(DEMO_DIR) --patients $(DEMO_PATIENTS) --seed $(DEMO_SEED) --preset tiny
+
+demo-data: $(DEMO_DIR)/patients.tsv
+
+demo: demo-data
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES) --keep-going
+
+test: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/snakemake --lint --config patients=tests/data/lint_patients.tsv
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/snakefmt Snakefile workflow/rules
+
+bench: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf results logs benchmarks .snakemake $(DEMO_DIR)

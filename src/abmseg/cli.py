@@ -1,0 +1,119 @@
+"""`abmseg` command line: every pipeline stage runs on its own, outside Snakemake."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from abmseg import __version__
+from abmseg.errors import PatientDataError
+
+
+def _synth(args: argparse.Namespace) -> None:
+    from abmseg.synth import generate_cohort
+
+    sheet = generate_cohort(args.out, n_patients=args.patients, seed=args.seed, preset=args.preset)
+    print(f"wrote {args.patients} synthetic patients; cohort sheet: {sheet}")
+
+
+def _convert(args: argparse.Namespace) -> None:
+    from abmseg.io.convert import ConvertedPaths, convert_patient
+
+    out = Path(args.out)
+    convert_patient(
+        patient=args.patient,
+        ct_dir=args.ct,
+        pet_dir=args.pet,
+        label_path=args.label,
+        out=ConvertedPaths(
+            ct=out / "ct.nii.gz",
+            pet_suv=out / "pet_suv.nii.gz",
+            label=out / "label.nii.gz",
+            meta=out / "meta.json",
+        ),
+        allowed_labels=[0, 1, 2, 3],
+    )
+    print(f"converted {args.patient} into {out}")
+
+
+def _register(args: argparse.Namespace) -> None:
+    from abmseg.preprocess.register import RegistrationSettings, register_pet_to_ct
+
+    out = Path(args.out)
+    qc = register_pet_to_ct(
+        args.ct,
+        args.pet,
+        out / "pet_suv.nii.gz",
+        out / "pet_to_ct.mat",
+        out / "qc.json",
+        RegistrationSettings(seed=args.seed, threads=args.threads),
+        patient=args.patient,
+    )
+    print(
+        f"registered {args.patient}: MI {qc['mutual_information_before']:.4f} -> "
+        f"{qc['mutual_information_after']:.4f}"
+    )
+
+
+def _split(args: argparse.Namespace) -> None:
+    from abmseg.cohort.sheet import load_sheet
+    from abmseg.cohort.split import assign_split, write_split
+
+    sheet = load_sheet(args.sheet)
+    overrides = {p: s for p, s in sheet["split"].items() if s}
+    assignment = assign_split(list(sheet.index), args.train_fraction, args.salt, overrides)
+    write_split(assignment, args.out)
+    print(f"wrote {args.out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="abmseg", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"abmseg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    synth = sub.add_parser("synth", help="write a synthetic pelvic PET-CT cohort as real DICOM")
+    synth.add_argument("out", help="output folder (gets one folder per patient and patients.tsv)")
+    synth.add_argument("--patients", type=int, default=6, help="number of patients")
+    synth.add_argument("--seed", type=int, default=0, help="seed; same seed, same bytes")
+    synth.add_argument("--preset", choices=["tiny", "paper"], default="tiny")
+    synth.set_defaults(func=_synth)
+
+    convert = sub.add_parser("convert", help="one patient's DICOM CT/PET and label to NIfTI")
+    convert.add_argument("--patient", required=True)
+    convert.add_argument("--ct", required=True, help="CT series folder")
+    convert.add_argument("--pet", required=True, help="PET series folder")
+    convert.add_argument("--label", required=True, help="label NIfTI on the CT")
+    convert.add_argument("--out", required=True, help="output folder")
+    convert.set_defaults(func=_convert)
+
+    register = sub.add_parser("register", help="register a converted PET onto its CT (ANTs)")
+    register.add_argument("--patient", required=True)
+    register.add_argument("--ct", required=True, help="converted ct.nii.gz")
+    register.add_argument("--pet", required=True, help="converted pet_suv.nii.gz")
+    register.add_argument("--out", required=True, help="output folder")
+    register.add_argument("--seed", type=int, default=42)
+    register.add_argument("--threads", type=int, default=1)
+    register.set_defaults(func=_register)
+
+    split = sub.add_parser("split", help="stable 7:3 train/test split of a cohort sheet")
+    split.add_argument("sheet", help="patients.tsv")
+    split.add_argument("--out", default="split.tsv")
+    split.add_argument("--train-fraction", type=float, default=0.7)
+    split.add_argument("--salt", default="abmseg-split-v1")
+    split.set_defaults(func=_split)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except PatientDataError as error:
+        print(f"abmseg: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
