@@ -12,6 +12,6 @@ include: "workflow/rules/split.smk"
 
 
 rule all:
+    default_target: True
     input:
         get_final_outputs(),
-    default_target: True

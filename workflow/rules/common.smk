@@ -6,7 +6,6 @@ from abmseg.cohort.sheet import SheetError, load_sheet
 from abmseg.cohort.split import assign_split
 from abmseg.io.dicom_series import list_dicom_files
 
-
 validate(config, schema="../schemas/config.schema.yaml")
 
 try:

@@ -8,20 +8,20 @@ rule convert:
         pet="results/converted/{patient}/pet_suv.nii.gz",
         label="results/converted/{patient}/label.nii.gz",
         meta="results/converted/{patient}/meta.json",
-    params:
-        ct_dir=get_series_folder("ct"),
-        pet_dir=get_series_folder("pet"),
-        labels=region_labels(),
     log:
         "logs/convert/{patient}.log",
     benchmark:
         "benchmarks/convert/{patient}.tsv"
+    conda:
+        "../../envs/preprocess.yaml"
     threads: res("convert", "threads")
     resources:
         mem_mb=res("convert", "mem_mb"),
         runtime=res("convert", "runtime"),
-    conda:
-        "../../envs/preprocess.yaml"
+    params:
+        ct_dir=get_series_folder("ct"),
+        pet_dir=get_series_folder("pet"),
+        labels=region_labels(),
     script:
         "../../scripts/convert.py"
 
@@ -34,19 +34,19 @@ rule register:
         pet="results/registered/{patient}/pet_suv.nii.gz",
         transform="results/registered/{patient}/pet_to_ct.mat",
         qc="results/registered/{patient}/qc.json",
-    params:
-        settings=config["register"],
-        seed=config["seed"],
     log:
         "logs/register/{patient}.log",
     benchmark:
         "benchmarks/register/{patient}.tsv"
+    conda:
+        "../../envs/preprocess.yaml"
     threads: res("register", "threads")
     resources:
         mem_mb=res("register", "mem_mb"),
         runtime=res("register", "runtime"),
-    conda:
-        "../../envs/preprocess.yaml"
+    params:
+        settings=config["register"],
+        seed=config["seed"],
     script:
         "../../scripts/register.py"
 
@@ -61,18 +61,18 @@ rule crop:
         pet="results/cropped/{patient}/pet_suv.nii.gz",
         label="results/cropped/{patient}/label.nii.gz",
         roi="results/cropped/{patient}/roi.json",
-    params:
-        settings=config["crop"],
     log:
         "logs/crop/{patient}.log",
     benchmark:
         "benchmarks/crop/{patient}.tsv"
+    conda:
+        "../../envs/preprocess.yaml"
     threads: res("crop", "threads")
     resources:
         mem_mb=res("crop", "mem_mb"),
         runtime=res("crop", "runtime"),
-    conda:
-        "../../envs/preprocess.yaml"
+    params:
+        settings=config["crop"],
     script:
         "../../scripts/crop.py"
 
@@ -86,17 +86,17 @@ rule normalise:
         ct="results/normalized/{patient}/ct.nii.gz",
         pet="results/normalized/{patient}/pet.nii.gz",
         label="results/normalized/{patient}/label.nii.gz",
-    params:
-        settings=config["normalise"],
     log:
         "logs/normalise/{patient}.log",
     benchmark:
         "benchmarks/normalise/{patient}.tsv"
+    conda:
+        "../../envs/preprocess.yaml"
     threads: res("normalise", "threads")
     resources:
         mem_mb=res("normalise", "mem_mb"),
         runtime=res("normalise", "runtime"),
-    conda:
-        "../../envs/preprocess.yaml"
+    params:
+        settings=config["normalise"],
     script:
         "../../scripts/normalise.py"

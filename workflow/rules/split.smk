@@ -3,15 +3,15 @@ rule split:
         sheet=config["patients"],
     output:
         "results/split.tsv",
-    params:
-        assignment=SPLIT,
     log:
         "logs/split.log",
+    conda:
+        "../../envs/preprocess.yaml"
     threads: res("split", "threads")
     resources:
         mem_mb=res("split", "mem_mb"),
         runtime=res("split", "runtime"),
-    conda:
-        "../../envs/preprocess.yaml"
+    params:
+        assignment=SPLIT,
     script:
         "../../scripts/split.py"
