@@ -59,6 +59,18 @@ class Solid:
             return (u[0] ** 2 + u[1] ** 2 <= 1.0) & (np.abs(u[2]) <= 1.0)
         return u[0] ** 2 + u[1] ** 2 + u[2] ** 2 <= 1.0
 
+    def surface_points(self, n: int = 24) -> np.ndarray:
+        """(m, 3) world points on the surface, for cheap containment checks."""
+        phi = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
+        t = np.linspace(-1.0, 1.0, n // 2 + 1)
+        p, t = np.meshgrid(phi, t)
+        if self.cylinder:
+            local = np.stack([np.cos(p), np.sin(p), t], axis=-1).reshape(-1, 3)
+        else:
+            r = np.sqrt(1.0 - t**2)
+            local = np.stack([r * np.cos(p), r * np.sin(p), t], axis=-1).reshape(-1, 3)
+        return np.asarray(self.center) + (local * np.asarray(self.semi)) @ self.rot.T
+
     def on(self, grid: Grid) -> tuple[tuple[slice, slice, slice], np.ndarray] | None:
         """(index slices, mask) of this solid on ``grid``, or None if it misses the grid."""
         found = grid.block(*self.bounds())
