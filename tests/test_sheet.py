@@ -78,7 +78,8 @@ def test_absolute_paths_are_kept(cohort):
 def test_split_column_is_kept(cohort):
     root, rows = cohort
     lines = [HEADER + "\tsplit"]
-    lines += [f"{pid}\t{r}\t{s}" for (pid, r), s in zip(rows.items(), ["train", "test", ""])]
+    splits = ["train", "test", ""]
+    lines += [f"{pid}\t{r}\t{s}" for (pid, r), s in zip(rows.items(), splits, strict=True)]
     sheet = load_sheet(_write(root / "patients.tsv", lines))
     assert list(sheet.split) == ["train", "test", ""]
 

@@ -67,8 +67,11 @@ def test_bqml_start_one_hour_uptake():
     scale = suv_scale([_pet()], PATIENT, PATH)
     expected = 75000 / (370e6 * 2 ** (-3600 / 6586.2))
     assert scale.factor == pytest.approx(expected, rel=1e-12)
-    # Sanity on the magnitude: 75000 / 370e6 = 2.027e-4, times 2^(0.5466) = 1.4606.
-    assert scale.factor == pytest.approx(2.02703e-4 * 1.46062, rel=1e-4)
+    # Same law written as exp(-ln 2 * t / T): 2.0270e-4 * 1.46064 = 2.96075e-4.
+    assert scale.factor == pytest.approx(
+        75000 / (370e6 * math.exp(-math.log(2) * 3600 / 6586.2)), rel=1e-12
+    )
+    assert scale.factor == pytest.approx(2.96075e-4, rel=1e-5)
     assert scale.decay_seconds == 3600.0
     assert scale.units == "BQML"
     assert scale.weight_kg == 75.0
@@ -109,7 +112,8 @@ def test_start_datetime_only():
 
 def test_midnight_crossing_with_start_time_only():
     # Injection 23:30 (time only), scan 00:20 the next day: 50 min of decay.
-    ds = _pet(series=("20240316", "002000"), acquisition=("20240316", "002000"), start_time="233000")
+    next_day = ("20240316", "002000")
+    ds = _pet(series=next_day, acquisition=next_day, start_time="233000")
     scale = suv_scale([ds], PATIENT, PATH)
     assert scale.decay_seconds == 50 * 60
     assert scale.factor == pytest.approx(75000 / (370e6 * 2 ** (-3000 / 6586.2)), rel=1e-12)

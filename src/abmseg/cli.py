@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from abmseg import __version__
+from abmseg.cohort.sheet import SheetError
 from abmseg.errors import PatientDataError
 
 
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except PatientDataError as error:
+    except (PatientDataError, SheetError) as error:
         print(f"abmseg: error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -10,7 +10,7 @@ import pandas as pd
 REQUIRED_COLUMNS = ("patient_id", "ct", "pet", "label")
 OPTIONAL_COLUMNS = ("split",)
 PATH_COLUMNS = ("ct", "pet", "label")
-PATIENT_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+PATIENT_ID = re.compile(r"[A-Za-z0-9_-]+")
 SUBSETS = ("train", "test")
 
 
@@ -22,9 +22,32 @@ def check_patient_id(patient_id: str) -> str | None:
     """Why ``patient_id`` is not a safe path component, or None when it is."""
     if not patient_id:
         return "is empty"
-    if not PATIENT_ID.match(patient_id):
+    if not PATIENT_ID.fullmatch(patient_id):
         return "may only contain letters, digits, '-' and '_' (it becomes a folder name)"
     return None
+
+
+def _read_rows(path: Path) -> tuple[pd.DataFrame, list[int]]:
+    """Parse the TSV, skipping blank lines and whole-line '#' comments (a '#' inside a path stays),
+    and keep each data row's line number in the file for error messages."""
+    kept, numbers = [], []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip() and not line.lstrip().startswith("#"):
+            kept.append(line)
+            numbers.append(number)
+    if not kept:
+        raise SheetError(f"patient sheet {path} is empty: it needs a header line and patient rows")
+    header = [c.strip() for c in kept[0].split("\t")]
+    rows = [line.split("\t") for line in kept[1:]]
+    for number, cells in zip(numbers[1:], rows, strict=True):
+        if len(cells) > len(header):
+            raise SheetError(
+                f"patient sheet {path}, line {number}: {len(cells)} cells but {len(header)} "
+                "columns (tab-separated)"
+            )
+        cells.extend([""] * (len(header) - len(cells)))
+    frame = pd.DataFrame(rows, columns=header, dtype=str)
+    return frame, numbers[1:]
 
 
 def load_sheet(path: str | Path, check_files: bool = True) -> pd.DataFrame:
@@ -36,8 +59,7 @@ def load_sheet(path: str | Path, check_files: bool = True) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise SheetError(f"patient sheet {path} does not exist: set config key 'patients'")
-    sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment="#")
-    sheet.columns = [c.strip() for c in sheet.columns]
+    sheet, line_numbers = _read_rows(path)
     missing = [c for c in REQUIRED_COLUMNS if c not in sheet.columns]
     if missing:
         raise SheetError(
@@ -49,7 +71,9 @@ def load_sheet(path: str | Path, check_files: bool = True) -> pd.DataFrame:
         raise SheetError(f"patient sheet {path} has unknown column(s) {unknown}: remove or rename")
     sheet = sheet.apply(lambda col: col.str.strip())
     problems: list[str] = []
-    for row, record in enumerate(sheet.itertuples(index=False), start=2):
+    if sheet.empty:
+        raise SheetError(f"patient sheet {path} lists no patients: add one row per patient")
+    for row, record in zip(line_numbers, sheet.itertuples(index=False), strict=True):
         pid = record.patient_id
         why = check_patient_id(pid)
         if why:

@@ -136,16 +136,20 @@ def suv_scale(datasets: list[Dataset], patient: str, path: str | Path) -> SuvSca
     if units == "GML":
         return SuvScale(factor=1.0, units=units, method="QIBA: GML images are SUVbw already")
 
+    if (
+        units == "CNTS"
+        and PHILIPS_SUV_SCALE in first
+        and float(first[PHILIPS_SUV_SCALE].value or 0) > 0
+    ):
+        # The vendor's factor already folds in weight, dose and decay.
+        return SuvScale(
+            factor=float(first[PHILIPS_SUV_SCALE].value),
+            units=units,
+            method="QIBA: Philips SUV scale factor (7053,1000)",
+        )
     weight_kg = _positive(first, "PatientWeight", patient, path, "patient weight")
     weight_g = weight_kg * 1000.0
     if units == "CNTS":
-        if PHILIPS_SUV_SCALE in first and float(first[PHILIPS_SUV_SCALE].value or 0) > 0:
-            return SuvScale(
-                factor=float(first[PHILIPS_SUV_SCALE].value),
-                units=units,
-                method="QIBA: Philips SUV scale factor (7053,1000)",
-                weight_kg=weight_kg,
-            )
         if PHILIPS_ACTIVITY_SCALE in first and float(first[PHILIPS_ACTIVITY_SCALE].value or 0) > 0:
             to_bqml = float(first[PHILIPS_ACTIVITY_SCALE].value)
             bqml = _bqml_scale(datasets, patient, path, weight_kg, weight_g)
