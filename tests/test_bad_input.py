@@ -114,7 +114,7 @@ def test_ct_given_as_pet(patient_copy, tmp_path):
         "Modality 'CT'",
         pet=patient_copy / "CT",
     )
-    assert "pet column" in error.fix
+    assert "'pet' column" in error.fix
 
 
 def test_corrupt_file(patient_copy, tmp_path):

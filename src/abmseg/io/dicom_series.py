@@ -22,6 +22,7 @@ from abmseg.io.volume import Geometry
 # Relative tolerance on slice steps: scanners write positions rounded to ~1e-3 mm.
 SPACING_TOLERANCE = 0.01
 IGNORED_NAMES = {"DICOMDIR", "Thumbs.db", ".DS_Store"}
+SHEET_COLUMN = {"CT": "ct", "PT": "pet"}
 
 
 @dataclass
@@ -112,7 +113,8 @@ def read_series(folder: str | Path, modality: str, patient: str) -> DicomSeries:
             patient,
             folder,
             f"expected a {modality} series but this folder holds Modality '{found}'",
-            f"point the sheet's {modality.lower()} column at the {modality} series folder",
+            f"point the sheet's '{SHEET_COLUMN.get(modality.upper(), modality.lower())}' column at "
+            f"the {modality} series folder",
         )
     return _stack(members, patient, folder)
 

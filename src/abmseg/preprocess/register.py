@@ -9,32 +9,65 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 from abmseg.atomic import atomic_path, write_json
 from abmseg.io.volume import read_nifti, write_nifti
 
 
 @dataclass(frozen=True)
-class RegistrationSettings:
-    """Every knob of the ANTs call; defaults mirror config/config.yaml."""
+class StageSettings:
+    """One ANTs linear stage (rigid or affine): Mattes MI and its multi-resolution schedule."""
 
-    seed: int = 42
-    threads: int = 1
-    metric: str = "mattes"
     metric_bins: int = 32
     sampling_percentage: float = 0.25
     iterations: tuple[int, ...] = (200, 100, 50)
     shrink_factors: tuple[int, ...] = (4, 2, 1)
     smoothing_sigmas_vox: tuple[float, ...] = (2.0, 1.0, 0.0)
+    gradient_step: float = 0.2
+
+    @classmethod
+    def from_config(cls, section: dict) -> StageSettings:
+        return cls(
+            metric_bins=int(section["metric_bins"]),
+            sampling_percentage=float(section["sampling_percentage"]),
+            iterations=tuple(int(v) for v in section["iterations"]),
+            shrink_factors=tuple(int(v) for v in section["shrink_factors"]),
+            smoothing_sigmas_vox=tuple(float(v) for v in section["smoothing_sigmas_vox"]),
+            gradient_step=float(section["gradient_step"]),
+        )
+
+    def as_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+AFFINE_DEFAULT = StageSettings(
+    metric_bins=64,
+    sampling_percentage=0.5,
+    iterations=(100, 50),
+    shrink_factors=(2, 1),
+    smoothing_sigmas_vox=(1.0, 0.0),
+    gradient_step=0.1,
+)
+
+
+@dataclass(frozen=True)
+class RegistrationSettings:
+    """Every knob of the registration; defaults mirror config/config.yaml."""
+
+    seed: int = 42
+    threads: int = 1
+    working_spacing_mm: float = 4.0
     ct_clip_hu: tuple[float, float] = (-1000.0, 1500.0)
-    extra: dict = field(default_factory=dict)
+    pet_clip_suv: tuple[float, float] = (0.0, 5.0)
+    rigid: StageSettings = field(default_factory=StageSettings)
+    affine: StageSettings = AFFINE_DEFAULT
 
     @classmethod
     def from_config(cls, section: dict, seed: int, threads: int) -> RegistrationSettings:
@@ -42,13 +75,25 @@ class RegistrationSettings:
         return cls(
             seed=seed,
             threads=threads,
-            metric_bins=int(section["metric_bins"]),
-            sampling_percentage=float(section["sampling_percentage"]),
-            iterations=tuple(int(v) for v in section["iterations"]),
-            shrink_factors=tuple(int(v) for v in section["shrink_factors"]),
-            smoothing_sigmas_vox=tuple(float(v) for v in section["smoothing_sigmas_vox"]),
+            working_spacing_mm=float(section["working_spacing_mm"]),
             ct_clip_hu=(float(section["ct_clip_hu"][0]), float(section["ct_clip_hu"][1])),
+            pet_clip_suv=(float(section["pet_clip_suv"][0]), float(section["pet_clip_suv"][1])),
+            rigid=StageSettings.from_config(section["rigid"]),
+            affine=StageSettings.from_config(section["affine"]),
         )
+
+    def as_dict(self) -> dict:
+        return {
+            "seed": self.seed,
+            "threads": self.threads,
+            "working_spacing_mm": self.working_spacing_mm,
+            "ct_clip_hu": list(self.ct_clip_hu),
+            "pet_clip_suv": list(self.pet_clip_suv),
+            "initial_transform": "Identity",
+            "metric": "mattes",
+            "rigid": self.rigid.as_dict(),
+            "affine": self.affine.as_dict(),
+        }
 
 
 def _import_ants(threads: int):
@@ -74,21 +119,61 @@ def _mutual_information(ants, fixed, moving_on_fixed) -> float:
     return -float(ants.image_mutual_information(fixed, moving_on_fixed))
 
 
-def _stage(ants, fixed, moving, kind: str, settings: RegistrationSettings, initial=None) -> dict:
+def _stage(ants, fixed, moving, kind: str, stage: StageSettings, seed: int, initial: str) -> dict:
     return ants.registration(
         fixed=fixed,
         moving=moving,
         type_of_transform=kind,
-        initial_transform=initial,
-        aff_metric=settings.metric,
-        aff_sampling=settings.metric_bins,
-        aff_random_sampling_rate=settings.sampling_percentage,
-        aff_iterations=tuple(settings.iterations),
-        aff_shrink_factors=tuple(settings.shrink_factors),
-        aff_smoothing_sigmas=tuple(settings.smoothing_sigmas_vox),
-        random_seed=settings.seed,
+        initial_transform=[initial],
+        aff_metric="mattes",
+        aff_sampling=stage.metric_bins,
+        aff_random_sampling_rate=stage.sampling_percentage,
+        aff_iterations=tuple(stage.iterations),
+        aff_shrink_factors=tuple(stage.shrink_factors),
+        aff_smoothing_sigmas=tuple(stage.smoothing_sigmas_vox),
+        grad_step=stage.gradient_step,
+        random_seed=seed,
         verbose=False,
-        **settings.extra,
+    )
+
+
+def working_grid(image: sitk.Image, spacing_mm: float) -> sitk.Image:
+    """The image on a coarser grid (no finer than ``spacing_mm``), Gaussian-smoothed first.
+
+    Registration to within a PET voxel needs no sub-millimetre CT; a 512x512 CT at full
+    resolution would make every metric evaluation ~40x slower.
+    """
+    spacing = [max(s, spacing_mm) for s in image.GetSpacing()]
+    if np.allclose(spacing, image.GetSpacing()):
+        return image
+    size = [
+        max(1, round(n * s / t))
+        for n, s, t in zip(image.GetSize(), image.GetSpacing(), spacing, strict=True)
+    ]
+    sigmas = [
+        max(0.0, (t**2 - s**2)) ** 0.5 / 2.355
+        for s, t in zip(image.GetSpacing(), spacing, strict=True)
+    ]
+    array = ndimage.gaussian_filter(
+        sitk.GetArrayFromImage(image).astype(np.float32),
+        sigma=[sig / sp for sig, sp in zip(sigmas[::-1], image.GetSpacing()[::-1], strict=True)],
+    )
+    smoothed = sitk.GetImageFromArray(array)
+    smoothed.CopyInformation(image)
+    first = np.array(image.GetOrigin()) - 0.5 * np.array(image.GetDirection()).reshape(3, 3) @ (
+        np.array(image.GetSpacing())
+    )
+    origin = first + 0.5 * np.array(image.GetDirection()).reshape(3, 3) @ np.array(spacing)
+    return sitk.Resample(
+        smoothed,
+        size,
+        sitk.Transform(),
+        sitk.sitkLinear,
+        origin.tolist(),
+        spacing,
+        image.GetDirection(),
+        float(np.min(sitk.GetArrayViewFromImage(image))),
+        sitk.sitkFloat32,
     )
 
 
@@ -123,25 +208,33 @@ def register_pet_to_ct(
     ct = read_nifti(ct_path, patient, made_by="convert")
     pet = read_nifti(pet_path, patient, made_by="convert")
     ct_clipped = sitk.Clamp(sitk.Cast(ct, sitk.sitkFloat32), sitk.sitkFloat32, *settings.ct_clip_hu)
-    fixed = _to_ants(ants, ct_clipped)
-    moving = _to_ants(ants, sitk.Cast(pet, sitk.sitkFloat32))
+    fixed_full = _to_ants(ants, ct_clipped)
+    fixed = _to_ants(ants, working_grid(ct_clipped, settings.working_spacing_mm))
+    pet_float = sitk.Cast(pet, sitk.sitkFloat32)
+    moving = _to_ants(ants, sitk.Clamp(pet_float, sitk.sitkFloat32, *settings.pet_clip_suv))
 
     started = time.perf_counter()
-    rigid = _stage(ants, fixed, moving, "Rigid", settings)
-    affine = _stage(ants, fixed, moving, "Affine", settings, initial=rigid["fwdtransforms"][0])
+    # PET and CT of one PET/CT session share the scanner's frame: start from identity. ANTsPy's
+    # default start (centres of intensity mass) is thrown off by the hot bladder and by negative HU.
+    rigid = _stage(ants, fixed, moving, "Rigid", settings.rigid, settings.seed, "Identity")
+    affine = _stage(
+        ants, fixed, moving, "Affine", settings.affine, settings.seed, rigid["fwdtransforms"][0]
+    )
     seconds = time.perf_counter() - started
 
     identity_on_ct = ants.resample_image_to_target(moving, fixed, interp_type="linear")
-    registered = ants.apply_transforms(
+    registered_for_qc = ants.apply_transforms(
         fixed, moving, transformlist=affine["fwdtransforms"], interpolator="linear"
     )
+    # The written PET keeps full SUV (the clip above only shapes the metric's histogram).
+    registered = ants.apply_transforms(
+        fixed_full,
+        _to_ants(ants, pet_float),
+        transformlist=affine["fwdtransforms"],
+        interpolator="linear",
+    )
     centre = ct.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in ct.GetSize()])
-    with tempfile.TemporaryDirectory() as tmp:
-        transform_file = Path(tmp) / "pet_to_ct.mat"
-        shutil.copyfile(affine["fwdtransforms"][0], transform_file)
-        summary = transform_summary(transform_file, centre)
-        with atomic_path(out_transform) as tmp_out:
-            shutil.copyfile(transform_file, tmp_out)
+    summary = transform_summary(affine["fwdtransforms"][0], centre)
 
     pet_on_ct = sitk.GetImageFromArray(registered.numpy().transpose(2, 1, 0).astype(np.float32))
     pet_on_ct.CopyInformation(ct)
@@ -149,22 +242,14 @@ def register_pet_to_ct(
         "patient_id": patient,
         "metric": "Mattes mutual information between CT and PET on the CT grid (higher = better)",
         "mutual_information_before": round(_mutual_information(ants, fixed, identity_on_ct), 6),
-        "mutual_information_after": round(_mutual_information(ants, fixed, registered), 6),
+        "mutual_information_after": round(_mutual_information(ants, fixed, registered_for_qc), 6),
         "transform": summary,
         "transform_convention": "maps CT-world points to PET-world points (ITK/ANTs fixed->moving)",
         "seconds": round(seconds, 2),
-        "settings": {
-            "seed": settings.seed,
-            "threads": settings.threads,
-            "stages": ["Rigid", "Affine"],
-            "metric": settings.metric,
-            "metric_bins": settings.metric_bins,
-            "sampling_percentage": settings.sampling_percentage,
-            "iterations": list(settings.iterations),
-            "shrink_factors": list(settings.shrink_factors),
-            "smoothing_sigmas_vox": list(settings.smoothing_sigmas_vox),
-        },
+        "settings": settings.as_dict(),
     }
     write_nifti(pet_on_ct, out_pet)
+    with atomic_path(out_transform) as tmp_out:
+        shutil.copyfile(affine["fwdtransforms"][0], tmp_out)
     write_json(out_qc, qc)
     return qc

@@ -230,6 +230,43 @@ def _max_fat(body: Body, solids: list[Solid], margin_mm: float = 3.0) -> float:
     return lo
 
 
+def _triple(values: np.ndarray) -> tuple[float, float, float]:
+    x, y, z = (float(v) for v in values)
+    return x, y, z
+
+
+def _gas_pockets(rng: np.random.Generator, body: Body, bones: list[Solid]) -> tuple[Solid, ...]:
+    """A few small bowel-gas pockets, apart from each other and from the bones.
+
+    Overlapping pockets could trap a lone soft-tissue voxel between them, which would show up as
+    an extra connected component after thresholding the CT.
+    """
+    a_in = body.semi_xy[0] - body.fat_mm
+    b_in = body.semi_xy[1] - body.fat_mm
+    cx, cy = body.center_xy
+    boxes = [s.bounds() for s in bones]
+    pockets: list[Solid] = []
+    for _ in range(int(rng.integers(2, 6))):
+        for _attempt in range(20):
+            centre = np.array(
+                [
+                    cx + rng.uniform(-0.45, 0.45) * a_in,
+                    cy + rng.uniform(-0.55, -0.05) * b_in,
+                    rng.uniform(0.45, 0.9) * body.z_extent_mm,
+                ]
+            )
+            semi = rng.uniform(5.0, 14.0, size=3)
+            reach = float(semi.max()) + 3.0
+            apart = all(
+                np.linalg.norm(centre - np.asarray(p.center)) > reach + max(p.semi) for p in pockets
+            )
+            clear = all(np.any((centre + reach < lo) | (centre - reach > hi)) for lo, hi in boxes)
+            if apart and clear:
+                pockets.append(Solid(_triple(centre), _triple(semi)))
+                break
+    return tuple(pockets)
+
+
 def draw_patient(seed: int, index: int, z_extent_mm: float) -> PatientParams:
     """All random parameters of patient ``index`` (1-based) for ``seed``."""
     rng = patient_streams(seed, index)["params"]
@@ -257,20 +294,13 @@ def draw_patient(seed: int, index: int, z_extent_mm: float) -> PatientParams:
 
     bladder = Solid(
         (cx + float(rng.uniform(-8.0, 8.0)), cy - 30.0 * gy, float(rng.uniform(0.2, 0.3)) * length),
-        (float(rng.uniform(35.0, 50.0)), float(rng.uniform(25.0, 35.0)), float(rng.uniform(25, 35))),
+        (
+            float(rng.uniform(35.0, 50.0)),
+            float(rng.uniform(25.0, 35.0)),
+            float(rng.uniform(25, 35)),
+        ),
     )
-    a_in, b_in = a - body.fat_mm, b - body.fat_mm
-    gas = tuple(
-        Solid(
-            (
-                cx + float(rng.uniform(-0.45, 0.45)) * a_in,
-                cy + float(rng.uniform(-0.55, -0.05)) * b_in,
-                float(rng.uniform(0.45, 0.9)) * length,
-            ),
-            tuple(float(v) for v in rng.uniform(5.0, 14.0, size=3)),  # type: ignore[arg-type]
-        )
-        for _ in range(int(rng.integers(2, 6)))
-    )
+    gas = _gas_pockets(rng, body, [bone.solid for bone in bones])
 
     y0 = body.max_posterior_y() + float(rng.uniform(8.0, 25.0))
     bed = Bed((y0, y0 + float(rng.uniform(10.0, 20.0))), 220.0, float(rng.uniform(100.0, 300.0)))
@@ -298,8 +328,8 @@ def draw_patient(seed: int, index: int, z_extent_mm: float) -> PatientParams:
 
     motion = Motion(
         center=(cx, cy, length / 2),
-        angles_rad=tuple(float(v) for v in np.radians(rng.uniform(-3.0, 3.0, size=3))),  # type: ignore[arg-type]
-        translation_mm=tuple(float(v) for v in rng.uniform(-6.0, 6.0, size=3)),  # type: ignore[arg-type]
+        angles_rad=_triple(np.radians(rng.uniform(-3.0, 3.0, size=3))),
+        translation_mm=_triple(rng.uniform(-6.0, 6.0, size=3)),
     )
 
     injection = int(rng.integers(8 * 3600, 14 * 3600))

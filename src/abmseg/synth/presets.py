@@ -96,4 +96,6 @@ def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown synth preset {name!r}; choose one of {sorted(PRESETS)}") from None
+        raise ValueError(
+            f"unknown synth preset {name!r}; choose one of {sorted(PRESETS)}"
+        ) from None

@@ -37,8 +37,8 @@ class Solid:
 
     def shrunk(self, by_mm: float) -> Solid:
         """The same solid with every semi-axis reduced by ``by_mm`` (the marrow inside a cortex)."""
-        semi = tuple(max(s - by_mm, 1e-3) for s in self.semi)
-        return Solid(self.center, semi, self.rot, self.cylinder)  # type: ignore[arg-type]
+        a, b, c = (max(s - by_mm, 1e-3) for s in self.semi)
+        return Solid(self.center, (a, b, c), self.rot, self.cylinder)
 
     def half_extent(self) -> np.ndarray:
         """Half-size of the world-axis-aligned bounding box."""
