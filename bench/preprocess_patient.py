@@ -21,6 +21,7 @@ from abmseg.preprocess.normalise import NormaliseSettings, normalise_patient
 from abmseg.preprocess.register import RegistrationSettings, register_pet_to_ct
 from abmseg.preprocess.roi import CropSettings, crop_patient
 from abmseg.synth import generate_cohort
+from abmseg.synth.truth import registration_residual_mm
 
 
 def timed(label: str, results: dict, func, *args, **kwargs):
@@ -123,9 +124,18 @@ def main() -> None:
             times["dcm2niix alone, CT series"] = dcm2niix_seconds(raw / "CT", work / "d2n_ct")
             times["dcm2niix alone, PET series"] = dcm2niix_seconds(raw / "PET", work / "d2n_pet")
         truth = json.loads((raw / "truth.json").read_text())
+        score = registration_residual_mm(
+            reg / "pet_to_ct.mat", truth["motion"], conv / "label.nii.gz"
+        )
     total = sum(times[k] for k in ("convert", "register", "crop", "normalise"))
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores")
     print(f"preset {args.preset}; ANTs threads {args.threads}; truth keys {sorted(truth)[:6]}")
+    print(
+        f"registration residual max {score['residual_max_mm']:.2f} mm (mean "
+        f"{score['residual_mean_mm']:.2f}) for a true motion of up to "
+        f"{score['motion_max_mm']:.2f} mm"
+        f"; PET voxel {truth['pet_grid']['spacing_xyz_mm']}"
+    )
     print("| step | seconds |\n|---|---|")
     for label, seconds in times.items():
         print(f"| {label} | {seconds:.2f} |")
