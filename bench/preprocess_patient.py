@@ -129,7 +129,11 @@ def main() -> None:
         )
     total = sum(times[k] for k in ("convert", "register", "crop", "normalise"))
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores")
-    print(f"preset {args.preset}; ANTs threads {args.threads}; truth keys {sorted(truth)[:6]}")
+    print(
+        f"preset {args.preset}: CT {truth['ct_grid']['size_xyz']}, "
+        f"PET {truth['pet_grid']['size_xyz']}"
+        f"; ANTs threads {args.threads}"
+    )
     print(
         f"registration residual max {score['residual_max_mm']:.2f} mm (mean "
         f"{score['residual_mean_mm']:.2f}) for a true motion of up to "
