@@ -57,6 +57,41 @@ def _register(args: argparse.Namespace) -> None:
     )
 
 
+def _crop(args: argparse.Namespace) -> None:
+    from abmseg.preprocess.roi import CropSettings, crop_patient
+
+    out = Path(args.out)
+    roi = crop_patient(
+        args.ct,
+        args.pet,
+        args.label,
+        out / "ct.nii.gz",
+        out / "pet_suv.nii.gz",
+        out / "label.nii.gz",
+        out / "roi.json",
+        CropSettings(margin_mm=tuple(args.margin_mm)),
+        patient=args.patient,
+    )
+    print(f"cropped {args.patient}: box {roi['box_ct_index']}")
+
+
+def _normalise(args: argparse.Namespace) -> None:
+    from abmseg.preprocess.normalise import NormaliseSettings, normalise_patient
+
+    out = Path(args.out)
+    normalise_patient(
+        args.ct,
+        args.pet,
+        args.label,
+        out / "ct.nii.gz",
+        out / "pet.nii.gz",
+        out / "label.nii.gz",
+        NormaliseSettings(args.ct_level, args.ct_width, args.suv_ceiling),
+        patient=args.patient,
+    )
+    print(f"normalised {args.patient} into {out}")
+
+
 def _split(args: argparse.Namespace) -> None:
     from abmseg.cohort.sheet import load_sheet
     from abmseg.cohort.split import assign_split, write_split
@@ -96,6 +131,26 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--seed", type=int, default=42)
     register.add_argument("--threads", type=int, default=1)
     register.set_defaults(func=_register)
+
+    crop = sub.add_parser("crop", help="Otsu body mask, bed removal, pelvic box on CT/PET/label")
+    crop.add_argument("--patient", required=True)
+    crop.add_argument("--ct", required=True, help="converted ct.nii.gz")
+    crop.add_argument("--pet", required=True, help="registered pet_suv.nii.gz (on the CT grid)")
+    crop.add_argument("--label", required=True, help="converted label.nii.gz")
+    crop.add_argument("--out", required=True, help="output folder")
+    crop.add_argument("--margin-mm", type=float, nargs=3, default=[10.0, 10.0, 0.0])
+    crop.set_defaults(func=_crop)
+
+    normalise = sub.add_parser("normalise", help="CT window and SUV ceiling to [-1, 1]")
+    normalise.add_argument("--patient", required=True)
+    normalise.add_argument("--ct", required=True, help="cropped ct.nii.gz")
+    normalise.add_argument("--pet", required=True, help="cropped pet_suv.nii.gz")
+    normalise.add_argument("--label", required=True, help="cropped label.nii.gz")
+    normalise.add_argument("--out", required=True, help="output folder")
+    normalise.add_argument("--ct-level", type=float, default=100.0)
+    normalise.add_argument("--ct-width", type=float, default=1200.0)
+    normalise.add_argument("--suv-ceiling", type=float, default=10.0)
+    normalise.set_defaults(func=_normalise)
 
     split = sub.add_parser("split", help="stable 7:3 train/test split of a cohort sheet")
     split.add_argument("sheet", help="patients.tsv")
