@@ -60,3 +60,37 @@ def test_config_defaults_equal_the_code_defaults():
     config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
     from_config = RegistrationSettings.from_config(config["register"], seed=42, threads=1)
     assert from_config == RegistrationSettings(seed=42, threads=1)
+
+
+def test_one_thread_registration_is_repeatable_bit_for_bit(converted, tmp_path):
+    """The seed must reach antsRegistration (antspyx ignores `random_seed=`): same bytes twice."""
+    import subprocess
+    import sys
+
+    cli = Path(sys.executable).parent / "abmseg"
+    paths = converted["paths"]
+    parameters = []
+    for run in ("a", "b"):
+        subprocess.run(
+            [
+                str(cli),
+                "register",
+                "--patient",
+                "SYN001",
+                "--ct",
+                str(paths.ct),
+                "--pet",
+                str(paths.pet_suv),
+                "--out",
+                str(tmp_path / run),
+                "--threads",
+                "1",
+                "--seed",
+                "7",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        transform = sitk.ReadTransform(str(tmp_path / run / "pet_to_ct.mat"))
+        parameters.append(transform.GetParameters())
+    assert parameters[0] == parameters[1]

@@ -96,10 +96,18 @@ class RegistrationSettings:
         }
 
 
-def _import_ants(threads: int):
+def _import_ants(threads: int, seed: int):
+    """Import ANTsPy with our thread count and seed.
+
+    antspyx 0.6.3 ignores ``ants.registration(random_seed=...)`` (it vanishes into ``**kwargs``);
+    the seed reaches antsRegistration only through ``ants.config.set_ants_deterministic``, which also
+    sets the thread variable to 1, so ours is put back afterwards.
+    """
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(threads)
     import ants  # deferred on purpose, see the module docstring
 
+    ants.config.set_ants_deterministic(True, seed_value=seed)
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(threads)
     return ants
 
 
@@ -119,7 +127,7 @@ def _mutual_information(ants, fixed, moving_on_fixed) -> float:
     return -float(ants.image_mutual_information(fixed, moving_on_fixed))
 
 
-def _stage(ants, fixed, moving, kind: str, stage: StageSettings, seed: int, initial: str) -> dict:
+def _stage(ants, fixed, moving, kind: str, stage: StageSettings, initial: str) -> dict:
     return ants.registration(
         fixed=fixed,
         moving=moving,
@@ -132,7 +140,6 @@ def _stage(ants, fixed, moving, kind: str, stage: StageSettings, seed: int, init
         aff_shrink_factors=tuple(stage.shrink_factors),
         aff_smoothing_sigmas=tuple(stage.smoothing_sigmas_vox),
         grad_step=stage.gradient_step,
-        random_seed=seed,
         verbose=False,
     )
 
@@ -204,7 +211,7 @@ def register_pet_to_ct(
     patient: str | None = None,
 ) -> dict:
     """Register the SUV image onto the CT, resample it on the CT grid, write transform and QC."""
-    ants = _import_ants(settings.threads)
+    ants = _import_ants(settings.threads, settings.seed)
     ct = read_nifti(ct_path, patient, made_by="convert")
     pet = read_nifti(pet_path, patient, made_by="convert")
     ct_clipped = sitk.Clamp(sitk.Cast(ct, sitk.sitkFloat32), sitk.sitkFloat32, *settings.ct_clip_hu)
@@ -216,10 +223,8 @@ def register_pet_to_ct(
     started = time.perf_counter()
     # PET and CT of one PET/CT session share the scanner's frame: start from identity. ANTsPy's
     # default start (centres of intensity mass) is thrown off by the hot bladder and by negative HU.
-    rigid = _stage(ants, fixed, moving, "Rigid", settings.rigid, settings.seed, "Identity")
-    affine = _stage(
-        ants, fixed, moving, "Affine", settings.affine, settings.seed, rigid["fwdtransforms"][0]
-    )
+    rigid = _stage(ants, fixed, moving, "Rigid", settings.rigid, "Identity")
+    affine = _stage(ants, fixed, moving, "Affine", settings.affine, rigid["fwdtransforms"][0])
     seconds = time.perf_counter() - started
 
     identity_on_ct = ants.resample_image_to_target(moving, fixed, interp_type="linear")
