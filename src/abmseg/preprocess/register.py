@@ -99,9 +99,10 @@ class RegistrationSettings:
 def _import_ants(threads: int, seed: int):
     """Import ANTsPy with our thread count and seed.
 
-    antspyx 0.6.3 ignores ``ants.registration(random_seed=...)`` (it vanishes into ``**kwargs``);
-    the seed reaches antsRegistration only through ``ants.config.set_ants_deterministic``, which also
-    sets the thread variable to 1, so ours is put back afterwards.
+    antspyx 0.6.3 ignores ``ants.registration(random_seed=...)`` (it vanishes into
+    ``**kwargs``); the seed reaches antsRegistration only through
+    ``ants.config.set_ants_deterministic``, which also sets the thread variable to 1, so ours is
+    put back afterwards.
     """
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(threads)
     import ants  # deferred on purpose, see the module docstring
