@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F  # noqa: N812 (PyTorch convention)
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -73,43 +72,42 @@ def mpfpsn_step(
 
 
 def cyclegan_step(preset: str, device, batch: int, size: int, fmt) -> tuple[nn.Module, Step]:
-    """Generator step: both round trips, both discriminators on the fakes, L1 cycle."""
+    """One CycleGAN training step: the generator objective (adversarial both ways + lambda_cyc
+    L1 cycle) and the discriminator objective (real vs pooled fakes), both backward."""
     from abmseg.models.cyclegan import CycleGAN
+    from abmseg.models.cyclegan_losses import CycleGANLoss
 
-    model = CycleGAN.from_preset(load_model_preset("cyclegan", preset)).to(
-        device, memory_format=fmt
-    )
+    preset_dict = load_model_preset("cyclegan", preset)
+    model = CycleGAN.from_preset(preset_dict).to(device, memory_format=fmt)
+    losses = CycleGANLoss.from_preset(preset_dict)
     ct = torch.randn(batch, 1, size, size, device=device).to(memory_format=fmt)
     pet = torch.randn_like(ct)
 
     def step() -> torch.Tensor:
-        out = model(ct, pet)
-        loss = F.l1_loss(out["rec_ct"], ct) + F.l1_loss(out["rec_pet"], pet)
-        for d, fake in ((model.d_pet, out["fake_pet"]), (model.d_ct, out["fake_ct"])):
-            loss = loss + sum(o.square().mean() for o in d(fake))
-        loss.backward()
-        return loss
+        images = model(ct, pet)
+        generator = losses.generator_objective(model, ct, pet, images)["total"]
+        generator.backward()
+        losses.discriminator_objective(model, ct, pet, images)["total"].backward()
+        return generator
 
     return model, step
 
 
 def diffusion_step(preset: str, device, batch: int, size: int, fmt) -> tuple[nn.Module, Step]:
-    """One denoiser step: eps_theta(x_t, t, ct) and its MSE (no perceptual term, no sampling)."""
-    from abmseg.models.diffusion import ConditionalDiffusion
+    """One diffusion training step: eps-MSE + 0.1 x perceptual loss through a frozen copy of the
+    CycleGAN PET encoder (the default feature network), backward."""
+    from abmseg.models.cyclegan import ResnetGenerator
+    from abmseg.models.diffusion import ConditionalDiffusion, frozen_feature_extractor
 
     model = ConditionalDiffusion.from_preset(load_model_preset("diffusion", preset))
     model = model.to(device, memory_format=fmt)
-    denoisers = [m for m in model.modules() if hasattr(m, "encode_ct")]
-    if not denoisers:
-        raise ImportError("ConditionalDiffusion has no denoiser with encode_ct()")
-    denoiser = denoisers[0]
-    x_t = torch.randn(batch, 1, size, size, device=device).to(memory_format=fmt)
-    ct = torch.randn_like(x_t)
-    t = torch.randint(0, 1000, (batch,), device=device)
-    noise = torch.randn_like(x_t)
+    encoder = ResnetGenerator.from_preset(load_model_preset("cyclegan", preset)).to(device)
+    features = frozen_feature_extractor(encoder)
+    pet = torch.rand(batch, 1, size, size, device=device).to(memory_format=fmt) * 2 - 1
+    ct = torch.rand_like(pet) * 2 - 1
 
     def step() -> torch.Tensor:
-        loss = F.mse_loss(denoiser(x_t, t, ct), noise)
+        loss = model.training_loss(pet, ct, feature_fn=features)["total"]
         loss.backward()
         return loss
 
@@ -215,8 +213,8 @@ def main() -> None:
         for v in args.time_variants
     }
     if args.networks == "all":
-        steps["CycleGAN (generator step)"] = lambda *a: cyclegan_step(args.preset, *a)
-        steps["diffusion (denoiser step)"] = lambda *a: diffusion_step(args.preset, *a)
+        steps["CycleGAN (G and D objectives)"] = lambda *a: cyclegan_step(args.preset, *a)
+        steps["diffusion (eps-MSE + perceptual)"] = lambda *a: diffusion_step(args.preset, *a)
 
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     print(
