@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 
+from abmseg.errors import PatientDataError
+from abmseg.io.volume import read_nifti
 from abmseg.metrics import nmse, psnr, region_scores, ssim
+from abmseg.preprocess.roi import body_mask
 
 
 def patient_scores(
@@ -44,3 +49,51 @@ def flatten(patient: str, variant: str, scores: dict) -> dict:
         row[f"dice_{region}"] = values["dice"]
         row[f"assd_mm_{region}"] = values["assd_mm"]
     return row
+
+
+def score_patient_files(
+    patient: str,
+    spet_path: str | Path,
+    abm_path: str | Path,
+    pet_path: str | Path,
+    label_path: str | Path,
+    ct_path: str | Path,
+    regions: Mapping[str, int],
+    max_suv: float,
+) -> dict:
+    """Read one patient's prediction and truth (all on the cropped grid) and score them.
+
+    The body mask is recomputed from the cropped CT (HU) the same way the crop made it.
+    """
+    images = {
+        name: read_nifti(path, patient)
+        for name, path in (
+            ("spet", spet_path),
+            ("abm", abm_path),
+            ("pet", pet_path),
+            ("label", label_path),
+            ("ct", ct_path),
+        )
+    }
+    arrays = {name: sitk.GetArrayFromImage(image) for name, image in images.items()}
+    shapes = {name: array.shape for name, array in arrays.items()}
+    if len(set(shapes.values())) != 1:
+        raise PatientDataError(
+            patient,
+            spet_path,
+            f"prediction and truth grids differ: {shapes}",
+            "rerun inference for this patient (its inputs changed since)",
+        )
+    body, _ = body_mask(arrays["ct"])
+    spacing_zyx = tuple(reversed(images["ct"].GetSpacing()))
+    scores = patient_scores(
+        arrays["spet"],
+        arrays["pet"],
+        body,
+        arrays["abm"],
+        arrays["label"],
+        spacing_zyx,
+        regions,
+        max_suv,
+    )
+    return {"patient_id": patient, **scores}

@@ -1,0 +1,93 @@
+"""Run the trained networks over every axial slice of one normalised CT volume.
+
+Slices go through the same padded-square resize as in training (abmseg.train.slices) and come
+back through its exact inverse, so predictions land on the cropped grid voxel for voxel. Slices
+without body (as in training) are not sent through the networks: their sPET is -1 (SUV 0) and
+their label 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from abmseg.train.slices import SliceGeometry, body_slices
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    sampler: str = "ddim"
+    steps: int | None = 50
+    start_step: int | None = None
+    batch_size: int = 8
+    seed: int = 42
+    body_threshold: float = -0.9
+
+
+@dataclass
+class Networks:
+    """The modules one variant uses at inference (eval mode); absent ones are None."""
+
+    mpfpsn: nn.Module
+    image_size: int
+    g_ct2pet: nn.Module | None = None
+    diffusion: nn.Module | None = None
+
+
+@torch.no_grad()
+def predict_batch(
+    ct: torch.Tensor, networks: Networks, settings: InferenceSettings, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,1,S,S) CT in [-1,1] -> sPET (N,1,S,S) in [-1,1] and class probabilities (N,C,S,S)."""
+    spet = None
+    if networks.g_ct2pet is not None:
+        spet = networks.g_ct2pet(ct)
+        if networks.diffusion is not None:
+            spet = networks.diffusion.refine(
+                spet,
+                ct,
+                sampler=settings.sampler,
+                steps=settings.steps,
+                start_step=settings.start_step,
+                generator=generator,
+            )
+    logits = networks.mpfpsn(ct, spet)
+    if spet is None:
+        spet = torch.full_like(ct, -1.0)
+    return spet.clamp(-1, 1), torch.softmax(logits.float(), dim=1)
+
+
+def predict_volume(
+    ct: np.ndarray, networks: Networks, settings: InferenceSettings, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised CT volume (z, y, x) -> (sPET in [-1, 1], uint8 labels), both (z, y, x)."""
+    depth, height, width = ct.shape
+    geometry = SliceGeometry(height, width, networks.image_size)
+    spet = np.full(ct.shape, -1.0, dtype=np.float32)
+    labels = np.zeros(ct.shape, dtype=np.uint8)
+    slices = [int(z) for z in body_slices(ct, settings.body_threshold)]
+    generator = torch.Generator(device=device).manual_seed(settings.seed)
+    for start in range(0, len(slices), settings.batch_size):
+        batch_z = slices[start : start + settings.batch_size]
+        batch = torch.stack([geometry.to_network(ct[z], kind="image") for z in batch_z])
+        spet_net, probs = predict_batch(batch[:, None].to(device), networks, settings, generator)
+        for k, z in enumerate(batch_z):
+            if networks.g_ct2pet is not None:  # a CT-only variant has no sPET: it stays SUV 0
+                spet[z] = geometry.from_network(spet_net[k, 0].cpu(), kind="image")
+            labels[z] = np.argmax(geometry.from_network(probs[k].cpu(), kind="image"), axis=0)
+    return spet, labels
+
+
+def paste_into_ct_grid(
+    labels: np.ndarray, box: dict[str, list[int]], ct_shape_zyx: tuple[int, int, int]
+) -> np.ndarray:
+    """Put a label map of the cropped grid back at its box in the full CT grid (zeros elsewhere)."""
+    full = np.zeros(ct_shape_zyx, dtype=labels.dtype)
+    (x0, x1), (y0, y1), (z0, z1) = box["x"], box["y"], box["z"]
+    if labels.shape != (z1 - z0, y1 - y0, x1 - x0):
+        raise ValueError(f"label shape {labels.shape} does not match the ROI box {box}")
+    full[z0:z1, y0:y1, x0:x1] = labels
+    return full

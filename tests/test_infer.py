@@ -1,0 +1,135 @@
+"""Inference plumbing with untrained tiny networks: grids, value ranges, the paste-back geometry."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from abmseg.cli import main
+from abmseg.infer.patient import infer_patient, spet_to_suv
+from abmseg.infer.predict import InferenceSettings, Networks, paste_into_ct_grid, predict_volume
+from abmseg.models.cyclegan import ResnetGenerator
+from abmseg.models.diffusion import ConditionalDiffusion
+from abmseg.models.mpfpsn import MPFPSN
+from abmseg.models.presets import load_model_preset
+
+
+@pytest.fixture(scope="module")
+def networks() -> Networks:
+    torch.manual_seed(0)
+    return Networks(
+        mpfpsn=MPFPSN.from_preset(load_model_preset("mpfpsn", "tiny")).eval(),
+        image_size=32,
+        g_ct2pet=ResnetGenerator.from_preset(load_model_preset("cyclegan", "tiny")).eval(),
+        diffusion=ConditionalDiffusion.from_preset(load_model_preset("diffusion", "tiny")).eval(),
+    )
+
+
+SETTINGS = InferenceSettings(sampler="ddim", steps=3, batch_size=4, seed=1)
+
+
+def test_predict_volume_shapes_ranges_and_empty_slices(networks):
+    ct = np.full((5, 30, 40), -1.0, np.float32)
+    ct[1:4, 5:25, 8:30] = 0.2
+    spet, labels = predict_volume(ct, networks, SETTINGS, torch.device("cpu"))
+    assert spet.shape == ct.shape and labels.shape == ct.shape
+    assert spet.min() >= -1 and spet.max() <= 1
+    assert labels.dtype == np.uint8 and labels.max() <= 3
+    for z in (0, 4):  # no body: not predicted
+        assert np.all(spet[z] == -1) and np.all(labels[z] == 0)
+    again, again_labels = predict_volume(ct, networks, SETTINGS, torch.device("cpu"))
+    np.testing.assert_array_equal(spet, again)
+    np.testing.assert_array_equal(labels, again_labels)
+
+
+def test_ct_only_networks_need_no_pet(networks):
+    ct_only = Networks(
+        mpfpsn=MPFPSN.from_preset(load_model_preset("mpfpsn", "tiny"), modalities="ct").eval(),
+        image_size=32,
+    )
+    ct = np.zeros((2, 20, 20), np.float32)
+    spet, labels = predict_volume(ct, ct_only, SETTINGS, torch.device("cpu"))
+    assert np.all(spet == -1) and labels.shape == ct.shape
+
+
+def test_paste_into_ct_grid_places_the_box():
+    labels = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    box = {"x": [1, 5], "y": [2, 5], "z": [3, 5]}
+    full = paste_into_ct_grid(labels, box, (6, 7, 8))
+    np.testing.assert_array_equal(full[3:5, 2:5, 1:5], labels)
+    assert full.sum() == labels.sum()
+    with pytest.raises(ValueError, match="does not match"):
+        paste_into_ct_grid(labels, {"x": [0, 4], "y": [0, 3], "z": [0, 3]}, (6, 7, 8))
+
+
+def test_spet_to_suv_inverts_the_normalisation():
+    np.testing.assert_allclose(spet_to_suv(np.array([-1.0, 0.0, 1.0]), 10.0), [0.0, 5.0, 10.0])
+
+
+def test_infer_patient_writes_exact_geometry(converted, networks, tmp_path):
+    paths = converted["paths"]
+    ct = sitk.ReadImage(str(paths.ct))
+    pet_on_ct = sitk.Resample(sitk.ReadImage(str(paths.pet_suv)), ct, sitk.Transform())
+    sitk.WriteImage(pet_on_ct, str(tmp_path / "pet.nii.gz"))
+    common = ["--patient", "SYN001", "--label", str(paths.label)]
+    main(
+        [
+            "crop",
+            *common,
+            "--ct",
+            str(paths.ct),
+            "--pet",
+            str(tmp_path / "pet.nii.gz"),
+            "--out",
+            str(tmp_path / "crop"),
+        ]
+    )
+    crop = tmp_path / "crop"
+    main(
+        [
+            "normalise",
+            *common[:2],
+            "--ct",
+            str(crop / "ct.nii.gz"),
+            "--pet",
+            str(crop / "pet_suv.nii.gz"),
+            "--label",
+            str(crop / "label.nii.gz"),
+            "--out",
+            str(tmp_path / "norm"),
+        ]
+    )
+    out = tmp_path / "infer"
+    infer_patient(
+        "SYN001",
+        tmp_path / "norm" / "ct.nii.gz",
+        paths.ct,
+        crop / "roi.json",
+        networks,
+        SETTINGS,
+        10.0,
+        out / "spet.nii.gz",
+        out / "abm.nii.gz",
+        out / "abm_ct.nii.gz",
+        torch.device("cpu"),
+    )
+    abm_ct = sitk.ReadImage(str(out / "abm_ct.nii.gz"))
+    assert abm_ct.GetSize() == ct.GetSize()
+    assert abm_ct.GetOrigin() == ct.GetOrigin() and abm_ct.GetSpacing() == ct.GetSpacing()
+    assert abm_ct.GetDirection() == ct.GetDirection()
+    abm = sitk.ReadImage(str(out / "abm.nii.gz"))
+    box = json.loads((crop / "roi.json").read_text())["box_ct_index"]
+    (x0, x1), (y0, y1), (z0, z1) = box["x"], box["y"], box["z"]
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(abm_ct)[z0:z1, y0:y1, x0:x1], sitk.GetArrayFromImage(abm)
+    )
+    # World position of the cropped grid's first voxel is the full grid's voxel (x0, y0, z0).
+    np.testing.assert_allclose(
+        abm.GetOrigin(), ct.TransformIndexToPhysicalPoint((x0, y0, z0)), atol=1e-4
+    )
+    suv = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "spet.nii.gz")))
+    assert suv.min() >= 0 and suv.max() <= 10
