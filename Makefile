@@ -27,7 +27,9 @@ $(DEMO_DIR)/patients.tsv: $(STAMP)
 demo-data: $(DEMO_DIR)/patients.tsv
 
 demo: demo-data
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES) --keep-going
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES) --keep-going \
+		--configfile config/demo.yaml
+	@cat results/metrics/summary.md
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q
@@ -36,7 +38,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check Snakefile workflow/rules
-	$(BIN)/snakemake --lint --config patients=tests/data/lint_patients.tsv
+	$(BIN)/snakemake --lint
 
 format: $(STAMP)
 	$(BIN)/ruff format .

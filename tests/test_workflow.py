@@ -66,7 +66,8 @@ def cohort_run(tmp_path_factory):
         ds.save_as(path)
     work = root / "work"
     work.mkdir()
-    result = snakemake(work, sheet, "--cores", "2", "--keep-going")
+    targets = [f"results/normalized/SYN00{k}/ct.nii.gz" for k in (1, 2, 3)] + ["results/split.tsv"]
+    result = snakemake(work, sheet, "--cores", "2", "--keep-going", *targets)
     return {"root": root, "sheet": sheet, "work": work, "result": result}
 
 

@@ -5,6 +5,7 @@ from snakemake.utils import validate
 from abmseg.cohort.sheet import SheetError, load_sheet
 from abmseg.cohort.split import assign_split
 from abmseg.io.dicom_series import list_dicom_files
+from abmseg.train.variants import VARIANTS as VARIANT_SPECS
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -24,8 +25,21 @@ SPLIT = assign_split(
 )
 
 
+TRAIN_PATIENTS = [p for p in PATIENTS if SPLIT[p] == "train"]
+TEST_PATIENTS = [p for p in PATIENTS if SPLIT[p] == "test"]
+if not TRAIN_PATIENTS or not TEST_PATIENTS:
+    raise WorkflowError(
+        f"the split gives {len(TRAIN_PATIENTS)} training and {len(TEST_PATIENTS)} test patients; "
+        "both sides need at least one: add patients or set the sheet's 'split' column"
+    )
+VARIANTS = config["variants"]
+STAGE2_VARIANTS = [v for v in VARIANTS if VARIANT_SPECS[v].uses_diffusion]
+FIGURE_PATIENTS = TEST_PATIENTS[:3]
+
+
 wildcard_constraints:
     patient="[A-Za-z0-9_-]+",
+    variant="|".join(VARIANTS),
 
 
 def res(rule_name, key):
@@ -58,9 +72,44 @@ def region_labels():
     return [0] + sorted(config["regions"].values())
 
 
-def get_final_outputs():
+def training_volumes(wildcards):
+    """Normalised volumes of the training patients only: a new test patient changes nothing."""
     return expand(
         "results/normalized/{patient}/{image}.nii.gz",
-        patient=PATIENTS,
+        patient=TRAIN_PATIENTS,
         image=["ct", "pet", "label"],
-    ) + ["results/split.tsv"]
+    )
+
+
+def training_settings():
+    """Only the config that training reads, so other config changes do not retrain."""
+    return {
+        "seed": config["seed"],
+        "model_preset": config["model_preset"],
+        "training": config["training"],
+    }
+
+
+def gpu_count(job):
+    return config["gpu"][job]["count"]
+
+
+def final_model(wildcards):
+    stage = 2 if VARIANT_SPECS[wildcards.variant].uses_diffusion else 1
+    return f"results/models/{wildcards.variant}/stage{stage}/model.pt"
+
+
+def get_final_outputs():
+    return (
+        expand(
+            "results/inference/{variant}/{patient}/abm_ct.nii.gz",
+            variant=VARIANTS,
+            patient=TEST_PATIENTS,
+        )
+        + expand(
+            "results/figures/{variant}/{patient}.png",
+            variant=VARIANTS,
+            patient=FIGURE_PATIENTS,
+        )
+        + ["results/metrics/summary.md", "results/split.tsv"]
+    )

@@ -1,0 +1,13 @@
+"""Rule aggregate: per-patient table and mean +- sd summary beside the paper's Tables 1-2."""
+
+from abmseg.evaluate.aggregate import aggregate_files
+from abmseg.step import rule_step
+
+with rule_step("aggregate", snakemake.log[0]) as log:
+    text = aggregate_files(
+        snakemake.input,
+        snakemake.output.per_patient,
+        snakemake.output.summary,
+        snakemake.output.markdown,
+    )
+    log.info("summary:\n%s", text)

@@ -1,0 +1,19 @@
+"""Rule metrics: sPET vs PET (PSNR, SSIM, NMSE) and ABM Dice/ASSD per region for one patient."""
+
+from abmseg.atomic import write_json
+from abmseg.evaluate.patient import score_patient_files
+from abmseg.step import rule_step
+
+patient = snakemake.wildcards.patient
+with rule_step("metrics", snakemake.log[0], patient):
+    scores = score_patient_files(
+        patient,
+        snakemake.input.spet,
+        snakemake.input.abm,
+        snakemake.input.pet,
+        snakemake.input.label,
+        snakemake.input.ct,
+        snakemake.params.regions,
+        snakemake.params.max_suv,
+    )
+    write_json(snakemake.output[0], {"variant": snakemake.wildcards.variant, **scores})

@@ -1,0 +1,33 @@
+"""Collect per-patient metric JSON files into per_patient.tsv, summary.tsv and summary.md."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from abmseg.atomic import write_atomic
+from abmseg.evaluate.patient import flatten
+from abmseg.evaluate.summary import markdown, summarise
+
+
+def aggregate_files(
+    metric_files: Iterable[str | Path],
+    out_per_patient: str | Path,
+    out_summary: str | Path,
+    out_markdown: str | Path,
+) -> str:
+    """Write the three tables; return the Markdown text (the demo prints it)."""
+    rows = []
+    for path in metric_files:
+        record = json.loads(Path(path).read_text())
+        rows.append(flatten(record["patient_id"], record["variant"], record))
+    per_patient = pd.DataFrame(rows)
+    summary = summarise(per_patient)
+    text = markdown(summary)
+    write_atomic(out_per_patient, lambda tmp: per_patient.to_csv(tmp, sep="\t", index=False))
+    write_atomic(out_summary, lambda tmp: summary.to_csv(tmp, sep="\t", index=False))
+    write_atomic(out_markdown, lambda tmp: tmp.write_text(text))
+    return text

@@ -1,0 +1,217 @@
+"""What a training run reports: a progress line, losses.csv, losses.png, TensorBoard, status.json.
+
+Everything is rewritten from the run's full history (kept in the checkpoint), so a resumed run
+produces the same files as an uninterrupted one. TensorBoard is used only if
+``torch.utils.tensorboard`` imports (it needs the optional ``tensorboard`` package).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from abmseg.atomic import atomic_path, write_atomic, write_json
+
+LEADING = ("epoch", "global_epoch", "stage", "lr")
+TRAILING = ("slices", "distinct_slices", "ranks", "seconds", "slices_per_s")
+log = logging.getLogger(__name__)
+
+
+class ProgressLine:
+    """Progress within an epoch on stderr: step i/n, slices per second, running mean loss.
+
+    On a terminal the line is redrawn in place (at most every ``interval`` seconds); in a log
+    file (Snakemake, SLURM) it is printed about every 10 % of the epoch so logs stay short.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        total: int,
+        stream: TextIO | None = None,
+        interval: float = 0.5,
+        enabled: bool = True,
+    ) -> None:
+        self.label = label
+        self.total = max(total, 1)
+        self.stream = stream if stream is not None else sys.stderr
+        self.interval = interval
+        self.enabled = enabled
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.start = time.perf_counter()
+        self.last_print = -math.inf
+        self.next_fraction = 0.1
+
+    def due(self, step: int) -> bool:
+        """Whether ``update(step, ...)`` would print (so callers fetch the loss only then)."""
+        if not self.enabled:
+            return False
+        if step >= self.total:
+            return True
+        if self.tty:
+            return time.perf_counter() - self.last_print >= self.interval
+        return step / self.total >= self.next_fraction
+
+    def text(self, step: int, slices: int, loss: float) -> str:
+        seconds = time.perf_counter() - self.start
+        rate = slices / seconds if seconds > 0 else 0.0
+        return (
+            f"{self.label} step {step}/{self.total} {rate:.1f} slices/s "
+            f"loss {loss:.4g} {seconds:.0f}s"
+        )
+
+    def update(self, step: int, slices: int, loss: float) -> None:
+        if not self.due(step):
+            return
+        self.last_print = time.perf_counter()
+        while step / self.total >= self.next_fraction:
+            self.next_fraction += 0.1
+        line = self.text(step, slices, loss)
+        if self.tty:
+            self.stream.write("\r" + line + "\x1b[K")
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """Clear a redrawn terminal line, so the epoch summary (logged) takes its place."""
+        if self.enabled and self.tty:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """CSV header: fixed leading columns, loss terms in first-seen order, fixed trailing ones."""
+    terms: list[str] = []
+    for row in rows:
+        terms.extend(k for k in row if k not in LEADING + TRAILING and k not in terms)
+    return [*LEADING, *terms, *TRAILING]
+
+
+def write_losses_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
+    """One row per epoch (atomically replaced); terms a stage lacks are left empty."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns(rows), restval="", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _fmt(v) for k, v in row.items()})
+    text = buffer.getvalue()
+    write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def _fmt(value: Any) -> Any:
+    return f"{value:.6g}" if isinstance(value, float) else value
+
+
+def read_losses_csv(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a losses.csv as strings (for tests and quick checks)."""
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+GROUPS = (  # (panel title, term prefixes), one panel each; "total" is in every panel's title
+    ("objective", ("total",)),
+    ("segmentation", ("seg_",)),
+    ("generators", ("gan_", "cycle_", "identity_", "gen_")),
+    ("discriminators", ("d_", "disc_")),
+    ("diffusion", ("diff_",)),
+)
+
+
+def term_group(term: str) -> str:
+    """Panel of a loss term (by prefix); unknown terms go to the objective panel."""
+    for title, prefixes in GROUPS:
+        if term == "total" and title == "objective":
+            return title
+        if term != "total" and term.startswith(prefixes):
+            return title
+    return "objective"
+
+
+def plot_losses(path: str | Path, rows: Sequence[dict[str, Any]], title: str = "") -> None:
+    """Loss terms over global epochs, one panel per network, log y (terms never > 0 skipped)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    terms = [c for c in columns(rows) if c not in LEADING + TRAILING]
+    panels: dict[str, list[str]] = {}
+    for term in terms:
+        panels.setdefault(term_group(term), []).append(term)
+    order = [g for g, _ in GROUPS if g in panels]
+    fig, axes = plt.subplots(
+        1, max(len(order), 1), figsize=(3.6 * max(len(order), 1), 3.6), squeeze=False
+    )
+    x = [row["global_epoch"] for row in rows]
+    for ax, group in zip(axes[0], order, strict=False):
+        for term in panels[group]:
+            values = [row.get(term) for row in rows]
+            ys = [v if isinstance(v, float | int) and v > 0 else float("nan") for v in values]
+            if all(math.isnan(v) for v in ys):
+                continue
+            ax.plot(x, ys, marker="o" if len(rows) < 30 else None, markersize=3, label=term)
+        ax.set_yscale("log")
+        ax.set_title(group, fontsize=10)
+        ax.set_xlabel("global epoch")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("epoch mean")
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+class TensorBoardLog:
+    """Scalars per epoch into ``folder`` when TensorBoard is installed; a no-op otherwise."""
+
+    def __init__(self, folder: str | Path, enabled: bool = True) -> None:
+        self.writer = None
+        if not enabled:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except Exception as exc:  # ImportError without tensorboard; anything else is not fatal
+            log.debug("TensorBoard unavailable (%s); losses go to losses.csv only", exc)
+            return
+        self.writer = SummaryWriter(str(folder))
+
+    def add_row(self, row: dict[str, Any]) -> None:
+        if self.writer is None:
+            return
+        step = int(row["global_epoch"])
+        for key, value in row.items():
+            if key not in ("epoch", "global_epoch", "stage") and isinstance(value, float | int):
+                self.writer.add_scalar(key, value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def write_status(path: str | Path, **fields: Any) -> None:
+    """``status.json``: where the run is (stage, epoch, phase), for monitoring and tests."""
+    write_json(path, {**fields, "time": time.time()})
+
+
+__all__ = [
+    "GROUPS",
+    "ProgressLine",
+    "TensorBoardLog",
+    "columns",
+    "plot_losses",
+    "read_losses_csv",
+    "term_group",
+    "write_losses_csv",
+    "write_status",
+]

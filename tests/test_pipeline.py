@@ -1,0 +1,103 @@
+"""The whole method as a DAG on a tiny synthetic cohort: DICOM in, summary tables and report out."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import SimpleITK as sitk
+
+from abmseg.synth import generate_cohort
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = """
+training:
+  image_size: 32
+  batch_size: 4
+  epochs_stage1: 1
+  epochs_stage2: 1
+  max_slices_per_epoch: 16
+inference:
+  steps: 2
+"""
+
+
+def snakemake(work: Path, sheet: Path, fast: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(work),
+        "--configfile",
+        str(REPO / "config" / "config.yaml"),
+        str(REPO / "config" / "demo.yaml"),
+        str(fast),
+        "--config",
+        f"patients={sheet}",
+        *args,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    sheet = generate_cohort(root / "raw", n_patients=6, seed=7, preset="tiny")
+    fast = root / "fast.yaml"
+    fast.write_text(FAST)
+    work = root / "work"
+    work.mkdir()
+    result = snakemake(work, sheet, fast, "--cores", "2")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return {"root": root, "sheet": sheet, "fast": fast, "work": work}
+
+
+@pytest.mark.slow
+def test_summary_tables_are_written(pipeline):
+    text = (pipeline["work"] / "results" / "metrics" / "summary.md").read_text()
+    assert "Table 1" in text and "Table 2: Dice" in text and "| full |" in text
+    assert "| paper (this method) |" in text
+
+
+@pytest.mark.slow
+def test_every_test_patient_has_outputs_on_its_ct_grid(pipeline):
+    work = pipeline["work"]
+    split = (work / "results" / "split.tsv").read_text().splitlines()[1:]
+    test_patients = [line.split("\t")[0] for line in split if line.endswith("test")]
+    assert test_patients
+    for patient in test_patients:
+        ct = sitk.ReadImage(str(work / "results" / "converted" / patient / "ct.nii.gz"))
+        abm_ct = sitk.ReadImage(
+            str(work / "results" / "inference" / "full" / patient / "abm_ct.nii.gz")
+        )
+        assert abm_ct.GetSize() == ct.GetSize() and abm_ct.GetOrigin() == ct.GetOrigin()
+        scores = json.loads((work / "results" / "metrics" / "full" / f"{patient}.json").read_text())
+        assert math.isfinite(scores["synthesis"]["psnr_db"])
+        assert 0 <= scores["segmentation"]["mean"]["dice"] <= 1
+        assert (work / "results" / "figures" / "full" / f"{patient}.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_a_second_run_does_nothing(pipeline):
+    dry = snakemake(pipeline["work"], pipeline["sheet"], pipeline["fast"], "-n")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+@pytest.mark.slow
+def test_report_renders(pipeline):
+    report = pipeline["work"] / "report.html"
+    result = snakemake(
+        pipeline["work"], pipeline["sheet"], pipeline["fast"], "--report", str(report)
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert report.stat().st_size > 10_000

@@ -1,0 +1,80 @@
+rule metrics:
+    input:
+        spet="results/inference/{variant}/{patient}/spet.nii.gz",
+        abm="results/inference/{variant}/{patient}/abm.nii.gz",
+        pet="results/cropped/{patient}/pet_suv.nii.gz",
+        label="results/cropped/{patient}/label.nii.gz",
+        ct="results/cropped/{patient}/ct.nii.gz",
+    output:
+        "results/metrics/{variant}/{patient}.json",
+    log:
+        "logs/metrics/{variant}/{patient}.log",
+    conda:
+        "../../envs/preprocess.yaml"
+    threads: res("metrics", "threads")
+    resources:
+        mem_mb=res("metrics", "mem_mb"),
+        runtime=res("metrics", "runtime"),
+    params:
+        regions=config["regions"],
+        max_suv=config["normalise"]["suv_ceiling"],
+    script:
+        "../../scripts/metrics.py"
+
+
+rule aggregate:
+    input:
+        expand(
+            "results/metrics/{variant}/{patient}.json",
+            variant=VARIANTS,
+            patient=TEST_PATIENTS,
+        ),
+    output:
+        per_patient=report(
+            "results/metrics/per_patient.tsv",
+            caption="../report/per_patient.rst",
+            category="Results",
+        ),
+        summary="results/metrics/summary.tsv",
+        markdown=report(
+            "results/metrics/summary.md",
+            caption="../report/summary.rst",
+            category="Results",
+        ),
+    log:
+        "logs/aggregate.log",
+    conda:
+        "../../envs/preprocess.yaml"
+    threads: res("aggregate", "threads")
+    resources:
+        mem_mb=res("aggregate", "mem_mb"),
+        runtime=res("aggregate", "runtime"),
+    script:
+        "../../scripts/aggregate.py"
+
+
+rule figure:
+    input:
+        ct="results/cropped/{patient}/ct.nii.gz",
+        pet="results/cropped/{patient}/pet_suv.nii.gz",
+        spet="results/inference/{variant}/{patient}/spet.nii.gz",
+        label="results/cropped/{patient}/label.nii.gz",
+        abm="results/inference/{variant}/{patient}/abm.nii.gz",
+    output:
+        report(
+            "results/figures/{variant}/{patient}.png",
+            caption="../report/overlay.rst",
+            category="Figures",
+            subcategory="{variant}",
+            labels={"variant": "{variant}", "patient": "{patient}"},
+        ),
+    log:
+        "logs/figure/{variant}/{patient}.log",
+    conda:
+        "../../envs/preprocess.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../../scripts/figure.py"

@@ -1,0 +1,29 @@
+rule infer:
+    input:
+        model=final_model,
+        ct="results/normalized/{patient}/ct.nii.gz",
+        converted_ct="results/converted/{patient}/ct.nii.gz",
+        roi="results/cropped/{patient}/roi.json",
+    output:
+        spet="results/inference/{variant}/{patient}/spet.nii.gz",
+        abm="results/inference/{variant}/{patient}/abm.nii.gz",
+        abm_ct="results/inference/{variant}/{patient}/abm_ct.nii.gz",
+    log:
+        "logs/infer/{variant}/{patient}.log",
+    benchmark:
+        "benchmarks/infer/{variant}/{patient}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    threads: res("infer", "threads")
+    resources:
+        mem_mb=res("infer", "mem_mb"),
+        runtime=res("infer", "runtime"),
+        gpu=gpu_count("infer"),
+        gpu_model=config["gpu"]["infer"]["model"],
+    params:
+        inference=config["inference"],
+        seed=config["seed"],
+        suv_ceiling=config["normalise"]["suv_ceiling"],
+        body_threshold=config["training"]["body_threshold"],
+    script:
+        "../../scripts/infer.py"

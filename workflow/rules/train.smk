@@ -1,0 +1,67 @@
+rule train_stage1:
+    input:
+        training_volumes,
+    output:
+        model="results/models/{variant}/stage1/model.pt",
+        losses="results/models/{variant}/stage1/losses.csv",
+        curves=report(
+            "results/models/{variant}/stage1/losses.png",
+            caption="../report/losses.rst",
+            category="Training",
+            subcategory="{variant}",
+            labels={"variant": "{variant}", "stage": "1"},
+        ),
+    log:
+        "logs/train_stage1/{variant}.log",
+    benchmark:
+        "benchmarks/train_stage1/{variant}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    threads: res("train_stage1", "threads")
+    resources:
+        mem_mb=res("train_stage1", "mem_mb"),
+        runtime=res("train_stage1", "runtime"),
+        gpu=gpu_count("train"),
+        gpu_model=config["gpu"]["train"]["model"],
+    params:
+        stage=1,
+        patients=TRAIN_PATIENTS,
+        settings=training_settings(),
+        gpus=gpu_count("train"),
+    script:
+        "../../scripts/train.py"
+
+
+rule train_stage2:
+    input:
+        training_volumes,
+        init="results/models/{variant}/stage1/model.pt",
+    output:
+        model="results/models/{variant}/stage2/model.pt",
+        losses="results/models/{variant}/stage2/losses.csv",
+        curves=report(
+            "results/models/{variant}/stage2/losses.png",
+            caption="../report/losses.rst",
+            category="Training",
+            subcategory="{variant}",
+            labels={"variant": "{variant}", "stage": "2"},
+        ),
+    log:
+        "logs/train_stage2/{variant}.log",
+    benchmark:
+        "benchmarks/train_stage2/{variant}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    threads: res("train_stage2", "threads")
+    resources:
+        mem_mb=res("train_stage2", "mem_mb"),
+        runtime=res("train_stage2", "runtime"),
+        gpu=gpu_count("train"),
+        gpu_model=config["gpu"]["train"]["model"],
+    params:
+        stage=2,
+        patients=TRAIN_PATIENTS,
+        settings=training_settings(),
+        gpus=gpu_count("train"),
+    script:
+        "../../scripts/train.py"
