@@ -6,10 +6,15 @@ from pathlib import Path
 
 from abmseg.step import rule_step
 from abmseg.train.cli import main as train_main
+from abmseg.train.run_key import claim_checkpoints, file_sha256, run_key
 
 variant = snakemake.wildcards.variant
 with rule_step(f"train_stage{snakemake.params.stage}", snakemake.log[0]) as log:
     out = Path(snakemake.output.model).parent
+    stage = snakemake.params.stage
+    init = file_sha256(snakemake.input.init) if stage == 2 else None
+    key = run_key(variant, stage, snakemake.params.settings, snakemake.params.patients, init)
+    claim_checkpoints(out / "checkpoints", key)
     with tempfile.TemporaryDirectory() as tmp:
         patients = Path(tmp) / "patients.tsv"
         rows = [f"{p}\tresults/normalized/{p}" for p in snakemake.params.patients]

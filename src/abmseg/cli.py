@@ -152,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     normalise.add_argument("--suv-ceiling", type=float, default=10.0)
     normalise.set_defaults(func=_normalise)
 
+    sub.add_parser("train", help="train one stage of one variant (see: abmseg train --help)")
+
     split = sub.add_parser("split", help="stable 7:3 train/test split of a cohort sheet")
     split.add_argument("sheet", help="patients.tsv")
     split.add_argument("--out", default="split.tsv")
@@ -162,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:  # its own parser: abmseg.train.cli (also run by torchrun)
+        from abmseg.train.cli import main as train_main
+
+        return train_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

@@ -1,0 +1,45 @@
+"""Checkpoints of an older run (other settings or patients) are set aside, not resumed."""
+
+from __future__ import annotations
+
+from abmseg.train.run_key import KEY_FILE, claim_checkpoints, file_sha256, run_key
+
+
+def test_key_depends_on_everything_that_defines_the_run():
+    base = run_key("full", 1, {"lr": 1e-4}, ["A", "B"], None)
+    assert base == run_key("full", 1, {"lr": 1e-4}, ["B", "A"], None)
+    assert base != run_key("full", 1, {"lr": 1e-3}, ["A", "B"], None)
+    assert base != run_key("full", 1, {"lr": 1e-4}, ["A", "B", "C"], None)
+    assert base != run_key("full", 2, {"lr": 1e-4}, ["A", "B"], "abc")
+    assert base != run_key("ct_only", 1, {"lr": 1e-4}, ["A", "B"], None)
+
+
+def test_same_run_keeps_its_checkpoints(tmp_path):
+    folder = tmp_path / "checkpoints"
+    assert claim_checkpoints(folder, "k1") is None
+    (folder / "last.pt").write_bytes(b"x")
+    assert claim_checkpoints(folder, "k1") is None
+    assert (folder / "last.pt").exists()
+
+
+def test_other_run_sets_checkpoints_aside(tmp_path):
+    folder = tmp_path / "checkpoints"
+    claim_checkpoints(folder, "k1")
+    (folder / "last.pt").write_bytes(b"old")
+    moved = claim_checkpoints(folder, "k2")
+    assert moved is not None and (moved / "last.pt").read_bytes() == b"old"
+    assert not (folder / "last.pt").exists()
+    assert (folder / KEY_FILE).read_text().strip() == "k2"
+
+
+def test_unstamped_folder_is_set_aside(tmp_path):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / "last.pt").write_bytes(b"?")
+    assert claim_checkpoints(folder, "k") is not None
+
+
+def test_file_sha256(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"abc")
+    assert file_sha256(path) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
