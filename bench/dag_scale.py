@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from abmseg.workflow_run import run_snakemake
 
 
 def make_cohort(root: Path, n: int) -> Path:
@@ -35,28 +34,9 @@ def make_cohort(root: Path, n: int) -> Path:
 
 def dry_run_seconds(sheet: Path, workdir: Path) -> tuple[float, int]:
     start = time.perf_counter()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-n",
-            "--quiet",
-            "rules",
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--configfile",
-            str(REPO / "config" / "config.yaml"),
-            "--config",
-            f"patients={sheet}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    proc = run_snakemake(workdir, sheet, "-n", "--quiet", "rules")
     seconds = time.perf_counter() - start
+    proc.check_returncode()
     jobs = sum(
         int(line.split()[-1])
         for line in proc.stdout.splitlines()

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import SimpleITK as sitk
 
 from abmseg.synth import generate_cohort
+from abmseg.workflow_run import REPO, run_snakemake
 
-REPO = Path(__file__).resolve().parents[1]
 FAST = """
 training:
   image_size: 32
@@ -27,25 +24,8 @@ inference:
 """
 
 
-def snakemake(work: Path, sheet: Path, fast: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(work),
-        "--configfile",
-        str(REPO / "config" / "config.yaml"),
-        str(REPO / "config" / "demo.yaml"),
-        str(fast),
-        "--config",
-        f"patients={sheet}",
-        *args,
-    ]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
+def snakemake(work: Path, sheet: Path, fast: Path, *args: str):
+    return run_snakemake(work, sheet, *args, configfiles=[REPO / "config" / "demo.yaml", fast])
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +10,7 @@ import pytest
 
 from abmseg.io.dicom_series import list_dicom_files
 from abmseg.synth import generate_cohort
+from abmseg.workflow_run import run_snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 PER_PATIENT = [
@@ -33,26 +31,8 @@ PER_PATIENT = [
 ]
 
 
-def snakemake(
-    workdir: Path, sheet: Path, *args: str, config: tuple[str, ...] = ()
-) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(REPO / "config" / "config.yaml"),
-        "--config",
-        f"patients={sheet}",
-        *config,
-        *args,
-    ]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
+def snakemake(workdir: Path, sheet: Path, *args: str, config: tuple[str, ...] = ()):
+    return run_snakemake(workdir, sheet, *args, config=config)
 
 
 @pytest.fixture(scope="module")
