@@ -16,6 +16,7 @@ import csv
 import math
 import os
 import platform
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -61,7 +62,7 @@ def train_throughput(args: argparse.Namespace, work: Path) -> dict[str, float]:
             "model_preset": args.preset,
             "training": {
                 "image_size": args.size,
-                "batch_size": 4,
+                "batch_size": args.train_batch,
                 "epochs_stage1": 1,
                 "epochs_stage2": 1,
                 "max_slices_per_epoch": args.train_slices,
@@ -122,6 +123,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--slices-per-patient", type=int, default=96)
     parser.add_argument("--train-slices", type=int, default=8)
+    parser.add_argument("--train-batch", type=int, default=4)
     parser.add_argument("--infer-batch", type=int, default=4)
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--check-steps", type=int, default=3)
@@ -135,6 +137,8 @@ def main() -> None:
     if not args.skip_training:
         with tempfile.TemporaryDirectory() as tmp:
             rates = train_throughput(args, Path(tmp))
+        peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        print(f"\ntraining batch {args.train_batch}; peak RSS so far {peak_gb:.1f} GB")
         print("\n| training (variant full) | slices / s | epoch of 17,000 slices |")
         print("|---|---|---|")
         for stage, name in (("s1", "stage 1"), ("s2", "stage 2")):
