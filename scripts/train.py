@@ -6,28 +6,31 @@ from pathlib import Path
 
 from abmseg.step import rule_step
 from abmseg.train.cli import main as train_main
-from abmseg.train.run_key import claim_checkpoints, file_sha256, run_key
+from abmseg.train.run_key import claim_checkpoints, run_key
 
 variant = snakemake.wildcards.variant
-with rule_step(f"train_stage{snakemake.params.stage}", snakemake.log[0]) as log:
+stage = snakemake.params.stage
+with rule_step(f"train_stage{stage}", snakemake.log[0]) as log:
     out = Path(snakemake.output.model).parent
-    stage = snakemake.params.stage
-    init = file_sha256(snakemake.input.init) if stage == 2 else None
-    key = run_key(variant, stage, snakemake.params.settings, snakemake.params.patients, init)
+    folders = {Path(f).parent.name: Path(f).parent for f in snakemake.input.volumes}
+    key = run_key(variant, stage, snakemake.params.settings, list(folders), snakemake.input)
     claim_checkpoints(out / "checkpoints", key)
+    # workers changes no result: it comes from the config, not from params (no rerun for it).
+    settings = json.loads(json.dumps(snakemake.params.settings))
+    settings["training"]["workers"] = snakemake.config["training"]["workers"]
     with tempfile.TemporaryDirectory() as tmp:
         patients = Path(tmp) / "patients.tsv"
-        rows = [f"{p}\tresults/normalized/{p}" for p in snakemake.params.patients]
+        rows = [f"{p}\t{folder.resolve()}" for p, folder in sorted(folders.items())]
         patients.write_text("patient_id\tfolder\n" + "\n".join(rows) + "\n")
-        settings = Path(tmp) / "config.json"
-        settings.write_text(json.dumps(snakemake.params.settings))
+        config_file = Path(tmp) / "config.json"
+        config_file.write_text(json.dumps(settings))
         argv = [
             "--stage",
-            str(snakemake.params.stage),
+            str(stage),
             "--variant",
             variant,
             "--config",
-            str(settings),
+            str(config_file),
             "--patients",
             str(patients),
             "--out",
@@ -35,9 +38,9 @@ with rule_step(f"train_stage{snakemake.params.stage}", snakemake.log[0]) as log:
             "--gpus",
             str(snakemake.params.gpus),
         ]
-        if snakemake.params.stage == 2:
+        if stage == 2:
             argv += ["--init", snakemake.input.init]
-        log.info("training %s stage %s on %d patients", variant, snakemake.params.stage, len(rows))
+        log.info("training %s stage %s on %d patients", variant, stage, len(rows))
         status = train_main(argv)
         if status:
             raise SystemExit(status)

@@ -57,3 +57,15 @@ def test_markdown_has_both_tables_with_the_paper_rows():
     )
     assert text.count("| full |") == 3 and text.count("| ct_only |") == 3
     assert "(2 undefined)" in text
+
+
+def test_reference_pet_is_clipped_to_the_suv_range_the_networks_see():
+    pet = np.full((2, 8, 8), 1.0)
+    pet[:, :2, :2] = 20.0  # a bladder above the SUV ceiling
+    best_possible = np.clip(pet, 0, 10.0)
+    labels = np.zeros(pet.shape, np.uint8)
+    scores = patient_scores(
+        best_possible, pet, np.ones(pet.shape, bool), labels, labels, (1, 1, 1), REGIONS, 10.0
+    )
+    assert scores["synthesis"]["psnr_db"] == float("inf")
+    assert scores["synthesis"]["nmse"] == 0.0

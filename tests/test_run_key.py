@@ -5,13 +5,26 @@ from __future__ import annotations
 from abmseg.train.run_key import KEY_FILE, claim_checkpoints, file_sha256, run_key
 
 
-def test_key_depends_on_everything_that_defines_the_run():
-    base = run_key("full", 1, {"lr": 1e-4}, ["A", "B"], None)
-    assert base == run_key("full", 1, {"lr": 1e-4}, ["B", "A"], None)
-    assert base != run_key("full", 1, {"lr": 1e-3}, ["A", "B"], None)
-    assert base != run_key("full", 1, {"lr": 1e-4}, ["A", "B", "C"], None)
-    assert base != run_key("full", 2, {"lr": 1e-4}, ["A", "B"], "abc")
-    assert base != run_key("ct_only", 1, {"lr": 1e-4}, ["A", "B"], None)
+def settings(**training):
+    return {"seed": 1, "model_preset": "tiny", "training": {"lr": 1e-4, **training}}
+
+
+def test_key_depends_on_everything_that_defines_the_run(tmp_path):
+    volume = tmp_path / "ct.nii.gz"
+    volume.write_bytes(b"v1")
+    base = run_key("full", 1, settings(), ["A", "B"], [volume])
+    assert base == run_key("full", 1, settings(), ["B", "A"], [volume])
+    assert base != run_key("full", 1, settings(lr=1e-3), ["A", "B"], [volume])
+    assert base != run_key("full", 1, settings(), ["A", "B", "C"], [volume])
+    assert base != run_key("full", 2, settings(), ["A", "B"], [volume])
+    assert base != run_key("ct_only", 1, settings(), ["A", "B"], [volume])
+    volume.write_bytes(b"v2")  # a corrected label or re-exported series: new data, new run
+    assert base != run_key("full", 1, settings(), ["A", "B"], [volume])
+
+
+def test_key_ignores_what_a_resume_may_change(tmp_path):
+    base = run_key("full", 1, settings(), ["A"])
+    assert base == run_key("full", 1, settings(workers=8, epochs_stage1=200), ["A"])
 
 
 def test_same_run_keeps_its_checkpoints(tmp_path):

@@ -32,6 +32,14 @@ if not TRAIN_PATIENTS or not TEST_PATIENTS:
         f"the split gives {len(TRAIN_PATIENTS)} training and {len(TEST_PATIENTS)} test patients; "
         "both sides need at least one: add patients or set the sheet's 'split' column"
     )
+if sorted(config["regions"].values()) != [1, 2, 3]:
+    raise WorkflowError(
+        f"config 'regions' must give the three regions the label values 1, 2 and 3 (the networks "
+        f"have 4 classes); got {config['regions']}: relabel the images to 1-3 instead"
+    )
+MODEL_PRESET_FILES = [
+    f"config/models/{n}.yaml" for n in ("cyclegan", "diffusion", "mpfpsn")
+]
 VARIANTS = config["variants"]
 STAGE2_VARIANTS = [v for v in VARIANTS if VARIANT_SPECS[v].uses_diffusion]
 FIGURE_PATIENTS = TEST_PATIENTS[:3]
@@ -82,11 +90,13 @@ def training_volumes(wildcards):
 
 
 def training_settings():
-    """Only the config that training reads, so other config changes do not retrain."""
+    """Only the config that training reads, so other config changes do not retrain (the worker
+    count changes no result: the script takes it from the config, not from params)."""
+    training = {k: v for k, v in config["training"].items() if k != "workers"}
     return {
         "seed": config["seed"],
         "model_preset": config["model_preset"],
-        "training": config["training"],
+        "training": training,
     }
 
 

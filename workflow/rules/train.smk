@@ -1,6 +1,7 @@
 rule train_stage1:
     input:
-        training_volumes,
+        volumes=training_volumes,
+        presets=MODEL_PRESET_FILES,
     output:
         model="results/models/{variant}/stage1/model.pt",
         losses="results/models/{variant}/stage1/losses.csv",
@@ -34,7 +35,8 @@ rule train_stage1:
 
 rule train_stage2:
     input:
-        training_volumes,
+        volumes=training_volumes,
+        presets=MODEL_PRESET_FILES,
         init="results/models/{variant}/stage1/model.pt",
     output:
         model="results/models/{variant}/stage2/model.pt",

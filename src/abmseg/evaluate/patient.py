@@ -26,8 +26,11 @@ def patient_scores(
 ) -> dict:
     """All metrics of one patient as a flat-ish dict ready for JSON.
 
-    ``max_suv`` is PSNR's MAX and SSIM's data range (the SUV normalisation ceiling).
+    ``max_suv`` is PSNR's MAX and SSIM's data range (the SUV normalisation ceiling). The real
+    PET is clipped to [0, max_suv] first: the networks see and produce SUV only in that range
+    (the normalisation), so the bladder above it would otherwise cap every score.
     """
+    pet_suv = np.clip(pet_suv, 0.0, max_suv)
     return {
         "synthesis": {
             "psnr_db": psnr(spet_suv, pet_suv, max_suv, body_mask),

@@ -16,20 +16,29 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from abmseg.train.settings import RESUME_FREE
+
 KEY_FILE = "run_key.txt"
 logger = logging.getLogger(__name__)
 
 
 def run_key(
-    variant: str, stage: int, settings: Mapping[str, Any], patients: Sequence[str], init: str | None
+    variant: str,
+    stage: int,
+    settings: Mapping[str, Any],
+    patients: Sequence[str],
+    inputs: Sequence[str | Path] = (),
 ) -> str:
-    """SHA-256 of the run's definition (init: the stage-1 bundle's own hash, for stage 2)."""
+    """SHA-256 of the run's definition: variant, stage, the training settings except those a
+    resume may change (epoch counts, workers), the training patients, and the content of every
+    input file (volumes, labels, presets, the stage-1 bundle)."""
+    training = {k: v for k, v in dict(settings.get("training", {})).items() if k not in RESUME_FREE}
     material = {
         "variant": variant,
         "stage": stage,
-        "settings": settings,
+        "settings": {**settings, "training": training},
         "patients": sorted(patients),
-        "init": init,
+        "inputs": sorted(file_sha256(path) for path in inputs),
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
