@@ -38,7 +38,8 @@ if sorted(config["regions"].values()) != [1, 2, 3]:
         f"have 4 classes); got {config['regions']}: relabel the images to 1-3 instead"
     )
 MODEL_PRESET_FILES = [
-    f"config/models/{n}.yaml" for n in ("cyclegan", "diffusion", "mpfpsn")
+    str(Path(workflow.basedir) / "config" / "models" / f"{network}.yaml")
+    for network in ("cyclegan", "diffusion", "mpfpsn")
 ]
 VARIANTS = config["variants"]
 STAGE2_VARIANTS = [v for v in VARIANTS if VARIANT_SPECS[v].uses_diffusion]
