@@ -105,6 +105,12 @@ def gpu_count(job):
     return config["gpu"][job]["count"]
 
 
+def gpu_model(job):
+    """The GPU model for the SLURM executor, or "" for CPU jobs (a model with count 0 would make
+    the executor ask for --gpus=<model>:0)."""
+    return config["gpu"][job]["model"] if gpu_count(job) > 0 else ""
+
+
 def final_model(wildcards):
     stage = 2 if VARIANT_SPECS[wildcards.variant].uses_diffusion else 1
     return f"results/models/{wildcards.variant}/stage{stage}/model.pt"

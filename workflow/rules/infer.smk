@@ -19,7 +19,7 @@ rule infer:
         mem_mb=res("infer", "mem_mb"),
         runtime=res("infer", "runtime"),
         gpu=gpu_count("infer"),
-        gpu_model=config["gpu"]["infer"]["model"],
+        gpu_model=gpu_model("infer"),
     params:
         inference=config["inference"],
         seed=config["seed"],

@@ -23,7 +23,7 @@ rule train_stage1:
         mem_mb=res("train_stage1", "mem_mb"),
         runtime=res("train_stage1", "runtime"),
         gpu=gpu_count("train"),
-        gpu_model=config["gpu"]["train"]["model"],
+        gpu_model=gpu_model("train"),
     params:
         stage=1,
         patients=TRAIN_PATIENTS,
@@ -59,7 +59,7 @@ rule train_stage2:
         mem_mb=res("train_stage2", "mem_mb"),
         runtime=res("train_stage2", "runtime"),
         gpu=gpu_count("train"),
-        gpu_model=config["gpu"]["train"]["model"],
+        gpu_model=gpu_model("train"),
     params:
         stage=2,
         patients=TRAIN_PATIENTS,
