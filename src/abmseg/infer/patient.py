@@ -11,7 +11,7 @@ import SimpleITK as sitk
 import torch
 
 from abmseg.infer.predict import InferenceSettings, Networks, paste_into_ct_grid, predict_volume
-from abmseg.io.volume import read_nifti, write_nifti
+from abmseg.io.volume import image_like, read_nifti, write_nifti
 
 
 def spet_to_suv(spet: np.ndarray, suv_ceiling: float) -> np.ndarray:
@@ -38,15 +38,10 @@ def infer_patient(
     box = json.loads(Path(roi_json).read_text())["box_ct_index"]
     spet, labels = predict_volume(sitk.GetArrayFromImage(ct_image), networks, settings, device)
 
-    def on_grid(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
-        image = sitk.GetImageFromArray(array)
-        image.CopyInformation(reference)
-        return image
-
     full_shape = tuple(reversed(full_ct.GetSize()))
-    write_nifti(on_grid(spet_to_suv(spet, suv_ceiling), ct_image), out_spet)
-    write_nifti(on_grid(labels, ct_image), out_abm)
-    write_nifti(on_grid(paste_into_ct_grid(labels, box, full_shape), full_ct), out_abm_ct)
+    write_nifti(image_like(spet_to_suv(spet, suv_ceiling), ct_image), out_spet)
+    write_nifti(image_like(labels, ct_image), out_abm)
+    write_nifti(image_like(paste_into_ct_grid(labels, box, full_shape), full_ct), out_abm_ct)
     counts = np.bincount(labels.ravel(), minlength=4)
     return {
         "patient_id": patient,

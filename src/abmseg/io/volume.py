@@ -65,6 +65,13 @@ def image_from_array(array: np.ndarray, geometry: Geometry) -> sitk.Image:
     return geometry.apply_to(image)
 
 
+def image_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    """Wrap a (z, y, x) array as an image on exactly the reference image's grid."""
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(reference)
+    return image
+
+
 def write_nifti(image: sitk.Image, path: str | Path) -> None:
     """Write a compressed NIfTI atomically (the file appears only when complete)."""
     with atomic_path(path) as tmp:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from abmseg.io.volume import read_nifti, write_nifti
+from abmseg.io.volume import image_like, read_nifti, write_nifti
 
 
 @dataclass(frozen=True)
@@ -29,12 +29,6 @@ def scale_suv(suv: np.ndarray, ceiling: float) -> np.ndarray:
     return np.clip(suv.astype(np.float32) / ceiling * 2.0 - 1.0, -1.0, 1.0).astype(np.float32)
 
 
-def _like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
-    image = sitk.GetImageFromArray(array)
-    image.CopyInformation(reference)
-    return image
-
-
 def normalise_patient(
     ct_path: str | Path,
     pet_path: str | Path,
@@ -51,6 +45,6 @@ def normalise_patient(
     label = read_nifti(label_path, patient, made_by="crop")
     ct_norm = window_ct(sitk.GetArrayViewFromImage(ct), settings.ct_level_hu, settings.ct_width_hu)
     pet_norm = scale_suv(sitk.GetArrayViewFromImage(pet), settings.suv_ceiling)
-    write_nifti(_like(ct_norm, ct), out_ct)
-    write_nifti(_like(pet_norm, pet), out_pet)
+    write_nifti(image_like(ct_norm, ct), out_ct)
+    write_nifti(image_like(pet_norm, pet), out_pet)
     write_nifti(sitk.Cast(label, sitk.sitkUInt8), out_label)

@@ -18,7 +18,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from abmseg.atomic import atomic_path, write_json
-from abmseg.io.volume import read_nifti, write_nifti
+from abmseg.io.volume import image_like, read_nifti, write_nifti
 
 
 @dataclass(frozen=True)
@@ -166,8 +166,7 @@ def working_grid(image: sitk.Image, spacing_mm: float) -> sitk.Image:
         sitk.GetArrayFromImage(image).astype(np.float32),
         sigma=[sig / sp for sig, sp in zip(sigmas[::-1], image.GetSpacing()[::-1], strict=True)],
     )
-    smoothed = sitk.GetImageFromArray(array)
-    smoothed.CopyInformation(image)
+    smoothed = image_like(array, image)
     first = np.array(image.GetOrigin()) - 0.5 * np.array(image.GetDirection()).reshape(3, 3) @ (
         np.array(image.GetSpacing())
     )
@@ -242,8 +241,7 @@ def register_pet_to_ct(
     centre = ct.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in ct.GetSize()])
     summary = transform_summary(affine["fwdtransforms"][0], centre)
 
-    pet_on_ct = sitk.GetImageFromArray(registered.numpy().transpose(2, 1, 0).astype(np.float32))
-    pet_on_ct.CopyInformation(ct)
+    pet_on_ct = image_like(registered.numpy().transpose(2, 1, 0).astype(np.float32), ct)
     qc = {
         "patient_id": patient,
         "metric": "Mattes mutual information between CT and PET on the CT grid (higher = better)",

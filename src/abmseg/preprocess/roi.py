@@ -12,7 +12,7 @@ from skimage.filters import threshold_otsu
 
 from abmseg.atomic import write_json
 from abmseg.errors import PatientDataError
-from abmseg.io.volume import read_nifti, write_nifti
+from abmseg.io.volume import image_like, read_nifti, write_nifti
 
 AIR_HU = -1000.0
 
@@ -113,9 +113,7 @@ def crop_patient(
         arrays["pet"] = np.where(mask, arrays["pet"], np.asarray(0, dtype=arrays["pet"].dtype))
     cleared = {}
     for name, source in (("ct", ct), ("pet", pet)):
-        image = sitk.GetImageFromArray(arrays[name])
-        image.CopyInformation(source)
-        cleared[name] = crop_image(image, box)
+        cleared[name] = crop_image(image_like(arrays[name], source), box)
     label_cropped = crop_image(label, box)
     label_array = sitk.GetArrayViewFromImage(label)
     lost = int(np.count_nonzero(label_array)) - int(
