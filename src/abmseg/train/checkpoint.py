@@ -144,7 +144,7 @@ def load_latest_checkpoint(
                     "file is trusted"
                 ) from exc
             problems.append(f"{candidate} ({_reason(exc)})")
-        except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        except Exception as exc:  # damaged bytes make the unpickler raise almost anything
             problems.append(f"{candidate} ({_reason(exc)})")
         else:
             if not isinstance(state, dict):
