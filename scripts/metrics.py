@@ -15,5 +15,6 @@ with rule_step("metrics", snakemake.log[0], patient):
         snakemake.input.ct,
         snakemake.params.regions,
         snakemake.params.max_suv,
+        snakemake.params.ssim_sigma,
     )
     write_json(snakemake.output[0], {"variant": snakemake.wildcards.variant, **scores})

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from abmseg.step import rule_step
 from abmseg.train.cli import main as train_main
+from abmseg.train.distributed import allocated_gpu_count
 from abmseg.train.run_key import claim_checkpoints, run_key
 
 variant = snakemake.wildcards.variant
@@ -24,6 +25,10 @@ with rule_step(f"train_stage{stage}", snakemake.log[0]) as log:
         patients.write_text("patient_id\tfolder\n" + "\n".join(rows) + "\n")
         config_file = Path(tmp) / "config.json"
         config_file.write_text(json.dumps(settings))
+        # One process per GPU this job was given (CUDA_VISIBLE_DEVICES under SLURM).
+        gpus = allocated_gpu_count(snakemake.params.gpus)
+        if gpus != snakemake.params.gpus:
+            log.warning("config asks for %d GPUs, the job got %d", snakemake.params.gpus, gpus)
         argv = [
             "--stage",
             str(stage),
@@ -36,11 +41,17 @@ with rule_step(f"train_stage{stage}", snakemake.log[0]) as log:
             "--out",
             str(out),
             "--gpus",
-            str(snakemake.params.gpus),
+            str(gpus),
         ]
         if stage == 2:
             argv += ["--init", snakemake.input.init]
-        log.info("training %s stage %s on %d patients", variant, stage, len(rows))
+        log.info(
+            "training %s stage %s on %d patients, %d process(es)",
+            variant,
+            stage,
+            len(rows),
+            max(gpus, 1),
+        )
         status = train_main(argv)
         if status:
             raise SystemExit(status)

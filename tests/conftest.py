@@ -10,6 +10,7 @@ import pytest
 
 from abmseg.io.convert import ConvertedPaths, convert_patient
 from abmseg.synth import generate_cohort
+from abmseg.workflow_run import run_snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 REGION_LABELS = [0, 1, 2, 3]
@@ -48,3 +49,35 @@ def patient_copy(tmp_path, tiny_cohort) -> Path:
     target = tmp_path / "SYN001"
     shutil.copytree(tiny_cohort / "SYN001", target)
     return target
+
+
+FAST = """
+training:
+  image_size: 32
+  batch_size: 4
+  epochs_stage1: 1
+  epochs_stage2: 1
+  max_slices_per_epoch: 16
+inference:
+  steps: 2
+"""
+
+
+def pipeline_snakemake(work: Path, sheet: Path, fast: Path, *args: str):
+    """Snakemake on a finished run's folders (demo config + the fast overrides)."""
+    return run_snakemake(work, sheet, *args, configfiles=[REPO / "config" / "demo.yaml", fast])
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory):
+    """One finished tiny run of the whole DAG, shared by the tests that read or dry-run it (tests
+    that change a file put it back as it was)."""
+    root = tmp_path_factory.mktemp("pipeline")
+    sheet = generate_cohort(root / "raw", n_patients=6, seed=7, preset="tiny")
+    fast = root / "fast.yaml"
+    fast.write_text(FAST)
+    work = root / "work"
+    work.mkdir()
+    result = pipeline_snakemake(work, sheet, fast, "--cores", "2")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return {"root": root, "sheet": sheet, "fast": fast, "work": work}

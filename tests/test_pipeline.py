@@ -4,41 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import SimpleITK as sitk
-
-from abmseg.synth import generate_cohort
-from abmseg.workflow_run import REPO, run_snakemake
-
-FAST = """
-training:
-  image_size: 32
-  batch_size: 4
-  epochs_stage1: 1
-  epochs_stage2: 1
-  max_slices_per_epoch: 16
-inference:
-  steps: 2
-"""
-
-
-def snakemake(work: Path, sheet: Path, fast: Path, *args: str):
-    return run_snakemake(work, sheet, *args, configfiles=[REPO / "config" / "demo.yaml", fast])
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipeline")
-    sheet = generate_cohort(root / "raw", n_patients=6, seed=7, preset="tiny")
-    fast = root / "fast.yaml"
-    fast.write_text(FAST)
-    work = root / "work"
-    work.mkdir()
-    result = snakemake(work, sheet, fast, "--cores", "2")
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return {"root": root, "sheet": sheet, "fast": fast, "work": work}
+from conftest import pipeline_snakemake as snakemake
 
 
 @pytest.mark.slow

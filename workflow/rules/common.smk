@@ -111,6 +111,26 @@ def gpu_model(job):
     return config["gpu"][job]["model"] if gpu_count(job) > 0 else ""
 
 
+def scheduler_resources(rule_name, gpu_job=None):
+    """Every scheduler tag of a rule, from config: memory, wall time and cores from
+    config['resources'], the partition and account from config['cluster'], and for GPU rules
+    the GPU count and model that the SLURM executor turns into --gpus=model:N. Executors without
+    these notions (local runs) ignore the tags they do not know."""
+    tags = {
+        "mem_mb": res(rule_name, "mem_mb"),
+        "runtime": res(rule_name, "runtime"),
+        "cpus_per_task": res(rule_name, "threads"),
+        "slurm_partition": config["cluster"][
+            "gpu_partition" if gpu_job else "cpu_partition"
+        ],
+    }
+    if config["cluster"]["account"]:
+        tags["slurm_account"] = config["cluster"]["account"]
+    if gpu_job:
+        tags.update(gpu=gpu_count(gpu_job), gpu_model=gpu_model(gpu_job))
+    return tags
+
+
 def final_model(wildcards):
     stage = 2 if VARIANT_SPECS[wildcards.variant].uses_diffusion else 1
     return f"results/models/{wildcards.variant}/stage{stage}/model.pt"

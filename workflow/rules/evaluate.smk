@@ -13,11 +13,11 @@ rule metrics:
         "../../envs/preprocess.yaml"
     threads: res("metrics", "threads")
     resources:
-        mem_mb=res("metrics", "mem_mb"),
-        runtime=res("metrics", "runtime"),
+        **scheduler_resources("metrics"),
     params:
         regions=config["regions"],
         max_suv=config["normalise"]["suv_ceiling"],
+        ssim_sigma=config["metrics"]["ssim_sigma"],
     script:
         "../../scripts/metrics.py"
 
@@ -47,8 +47,7 @@ rule aggregate:
         "../../envs/preprocess.yaml"
     threads: res("aggregate", "threads")
     resources:
-        mem_mb=res("aggregate", "mem_mb"),
-        runtime=res("aggregate", "runtime"),
+        **scheduler_resources("aggregate"),
     script:
         "../../scripts/aggregate.py"
 
@@ -72,9 +71,8 @@ rule figure:
         "logs/figure/{variant}/{patient}.log",
     conda:
         "../../envs/preprocess.yaml"
-    threads: 1
+    threads: res("figure", "threads")
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **scheduler_resources("figure"),
     script:
         "../../scripts/figure.py"

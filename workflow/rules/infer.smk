@@ -16,10 +16,7 @@ rule infer:
         "../../envs/train.yaml"
     threads: res("infer", "threads")
     resources:
-        mem_mb=res("infer", "mem_mb"),
-        runtime=res("infer", "runtime"),
-        gpu=gpu_count("infer"),
-        gpu_model=gpu_model("infer"),
+        **scheduler_resources("infer", gpu_job="infer"),
     params:
         inference=config["inference"],
         seed=config["seed"],

@@ -16,8 +16,7 @@ rule convert:
         "../../envs/preprocess.yaml"
     threads: res("convert", "threads")
     resources:
-        mem_mb=res("convert", "mem_mb"),
-        runtime=res("convert", "runtime"),
+        **scheduler_resources("convert"),
     params:
         ct_dir=get_series_folder("ct"),
         pet_dir=get_series_folder("pet"),
@@ -42,8 +41,7 @@ rule register:
         "../../envs/preprocess.yaml"
     threads: res("register", "threads")
     resources:
-        mem_mb=res("register", "mem_mb"),
-        runtime=res("register", "runtime"),
+        **scheduler_resources("register"),
     params:
         settings=config["register"],
         seed=config["seed"],
@@ -69,8 +67,7 @@ rule crop:
         "../../envs/preprocess.yaml"
     threads: res("crop", "threads")
     resources:
-        mem_mb=res("crop", "mem_mb"),
-        runtime=res("crop", "runtime"),
+        **scheduler_resources("crop"),
     params:
         settings=config["crop"],
     script:
@@ -94,8 +91,7 @@ rule normalise:
         "../../envs/preprocess.yaml"
     threads: res("normalise", "threads")
     resources:
-        mem_mb=res("normalise", "mem_mb"),
-        runtime=res("normalise", "runtime"),
+        **scheduler_resources("normalise"),
     params:
         settings=config["normalise"],
     script:

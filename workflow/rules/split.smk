@@ -9,8 +9,7 @@ rule split:
         "../../envs/preprocess.yaml"
     threads: res("split", "threads")
     resources:
-        mem_mb=res("split", "mem_mb"),
-        runtime=res("split", "runtime"),
+        **scheduler_resources("split"),
     params:
         assignment=SPLIT,
     script:

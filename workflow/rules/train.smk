@@ -20,10 +20,7 @@ rule train_stage1:
         "../../envs/train.yaml"
     threads: res("train_stage1", "threads")
     resources:
-        mem_mb=res("train_stage1", "mem_mb"),
-        runtime=res("train_stage1", "runtime"),
-        gpu=gpu_count("train"),
-        gpu_model=gpu_model("train"),
+        **scheduler_resources("train_stage1", gpu_job="train"),
     params:
         stage=1,
         patients=TRAIN_PATIENTS,
@@ -56,10 +53,7 @@ rule train_stage2:
         "../../envs/train.yaml"
     threads: res("train_stage2", "threads")
     resources:
-        mem_mb=res("train_stage2", "mem_mb"),
-        runtime=res("train_stage2", "runtime"),
-        gpu=gpu_count("train"),
-        gpu_model=gpu_model("train"),
+        **scheduler_resources("train_stage2", gpu_job="train"),
     params:
         stage=2,
         patients=TRAIN_PATIENTS,

@@ -23,6 +23,7 @@ def patient_scores(
     spacing_zyx: Sequence[float],
     regions: Mapping[str, int],
     max_suv: float,
+    ssim_sigma: float = 1.5,
 ) -> dict:
     """All metrics of one patient as a flat-ish dict ready for JSON.
 
@@ -34,7 +35,7 @@ def patient_scores(
     return {
         "synthesis": {
             "psnr_db": psnr(spet_suv, pet_suv, max_suv, body_mask),
-            "ssim": ssim(spet_suv, pet_suv, max_suv, body_mask),
+            "ssim": ssim(spet_suv, pet_suv, max_suv, body_mask, ssim_sigma),
             "nmse": nmse(spet_suv, pet_suv, body_mask),
             "max_suv": max_suv,
             "body_voxels": int(np.count_nonzero(body_mask)),
@@ -63,6 +64,7 @@ def score_patient_files(
     ct_path: str | Path,
     regions: Mapping[str, int],
     max_suv: float,
+    ssim_sigma: float = 1.5,
 ) -> dict:
     """Read one patient's prediction and truth (all on the cropped grid) and score them.
 
@@ -98,5 +100,6 @@ def score_patient_files(
         spacing_zyx,
         regions,
         max_suv,
+        ssim_sigma,
     )
     return {"patient_id": patient, **scores}

@@ -68,16 +68,23 @@ def ssim_map_2d(
 
 
 def ssim(
-    pred: np.ndarray, ref: np.ndarray, data_range: float, mask: np.ndarray | None = None
+    pred: np.ndarray,
+    ref: np.ndarray,
+    data_range: float,
+    mask: np.ndarray | None = None,
+    sigma: float = 1.5,
 ) -> float:
-    """Mean SSIM over the mask, the SSIM map computed slice by slice (axis 0 is z)."""
+    """Mean SSIM over the mask, the SSIM map computed slice by slice (axis 0 is z) with a
+    Gaussian window of ``sigma`` pixels."""
     pred, ref = np.asarray(pred), np.asarray(ref)
     if pred.shape != ref.shape:
         raise ValueError(f"shapes differ: prediction {pred.shape}, reference {ref.shape}")
     if pred.ndim == 2:
         pred, ref = pred[None], ref[None]
         mask = None if mask is None else np.asarray(mask)[None]
-    values = np.stack([ssim_map_2d(p, r, data_range) for p, r in zip(pred, ref, strict=True)])
+    values = np.stack(
+        [ssim_map_2d(p, r, data_range, sigma) for p, r in zip(pred, ref, strict=True)]
+    )
     if mask is None:
         return float(values.mean())
     mask = np.asarray(mask, bool)

@@ -9,6 +9,7 @@ so the training loop has no ``if distributed`` branches of its own.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,28 @@ class DistEnv:
 def launched_by_torchrun() -> bool:
     """True inside a process started by torch.distributed.run with more than one process."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+NO_DEVICES = {"", "-1", "NoDevFiles"}
+
+
+def allocated_gpu_count(requested: int, environ: Mapping[str, str] | None = None) -> int:
+    """Training processes to launch: one per GPU the scheduler gave this job.
+
+    A SLURM job (or any launcher) that allocates GPUs sets CUDA_VISIBLE_DEVICES to exactly those
+    devices, which may be fewer or more than the config asked for; without the variable (a
+    workstation) the configured ``requested`` count stands. ``requested`` 0 means a CPU run.
+    """
+    if requested <= 0:
+        return 0
+    environ = os.environ if environ is None else environ
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return requested
+    visible = visible.strip()
+    if visible in NO_DEVICES:
+        return 0
+    return len([device for device in visible.split(",") if device.strip()])
 
 
 def pick_device(local_rank: int = 0, device: str | None = None) -> torch.device:
@@ -122,6 +145,8 @@ def cleanup(env: DistEnv) -> None:
 
 __all__ = [
     "BACKENDS",
+    "NO_DEVICES",
+    "allocated_gpu_count",
     "DistEnv",
     "all_gather_objects",
     "all_reduce_sum",
