@@ -228,3 +228,9 @@ def test_a_metric_option_reruns_only_the_metrics(pipeline, tmp_path):
 def test_an_inference_option_reruns_inference_onward(pipeline, tmp_path):
     jobs = dry_run(pipeline, write_config(tmp_path, "inference: {steps: 3}"))
     assert rules_of(jobs) == {"infer", "metrics", "figure", "aggregate", "all"}
+
+
+@pytest.mark.slow
+def test_the_worker_count_reruns_nothing(pipeline, tmp_path):
+    output = dry_run_output(pipeline, write_config(tmp_path, "training: {workers: 3}"))
+    assert "Nothing to be done" in output and planned_jobs(output) == []
