@@ -17,6 +17,10 @@ include: "workflow/rules/infer.smk"
 include: "workflow/rules/evaluate.smk"
 
 
+localrules:
+    all,
+
+
 rule all:
     default_target: True
     input:

@@ -50,11 +50,12 @@ NO_DEVICES = {"", "-1", "NoDevFiles"}
 
 
 def allocated_gpu_count(requested: int, environ: Mapping[str, str] | None = None) -> int:
-    """Training processes to launch: one per GPU the scheduler gave this job.
+    """Training processes to launch: one per GPU the job may use.
 
-    A SLURM job (or any launcher) that allocates GPUs sets CUDA_VISIBLE_DEVICES to exactly those
-    devices, which may be fewer or more than the config asked for; without the variable (a
-    workstation) the configured ``requested`` count stands. ``requested`` 0 means a CPU run.
+    Inside a SLURM job (SLURM_JOB_ID set) CUDA_VISIBLE_DEVICES lists exactly the GPUs allocated,
+    which may be fewer or more than the config asked for: use them all. Elsewhere the configured
+    ``requested`` count stands, capped by CUDA_VISIBLE_DEVICES when the user set it.
+    ``requested`` 0 means a CPU run.
     """
     if requested <= 0:
         return 0
@@ -63,9 +64,8 @@ def allocated_gpu_count(requested: int, environ: Mapping[str, str] | None = None
     if visible is None:
         return requested
     visible = visible.strip()
-    if visible in NO_DEVICES:
-        return 0
-    return len([device for device in visible.split(",") if device.strip()])
+    count = 0 if visible in NO_DEVICES else len([d for d in visible.split(",") if d.strip()])
+    return count if "SLURM_JOB_ID" in environ else min(requested, count)
 
 
 def pick_device(local_rank: int = 0, device: str | None = None) -> torch.device:
