@@ -3,7 +3,7 @@
 from abmseg.evaluate.aggregate import aggregate_files
 from abmseg.step import rule_step
 
-with rule_step("aggregate", snakemake.log[0]) as log:
+with rule_step(snakemake) as log:
     text = aggregate_files(
         snakemake.input,
         snakemake.output.per_patient,

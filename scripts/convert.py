@@ -4,7 +4,7 @@ from abmseg.io.convert import ConvertedPaths, convert_patient
 from abmseg.step import rule_step
 
 patient = snakemake.wildcards.patient
-with rule_step("convert", snakemake.log[0], patient) as log:
+with rule_step(snakemake) as log:
     meta = convert_patient(
         patient=patient,
         ct_dir=snakemake.params.ct_dir,

@@ -4,7 +4,7 @@ from abmseg.preprocess.roi import CropSettings, crop_patient
 from abmseg.step import rule_step
 
 patient = snakemake.wildcards.patient
-with rule_step("crop", snakemake.log[0], patient) as log:
+with rule_step(snakemake) as log:
     roi = crop_patient(
         ct_path=snakemake.input.ct,
         pet_path=snakemake.input.pet,

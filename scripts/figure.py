@@ -4,7 +4,7 @@ from abmseg.evaluate.figures import overlay_figure
 from abmseg.step import rule_step
 
 patient = snakemake.wildcards.patient
-with rule_step("figure", snakemake.log[0], patient):
+with rule_step(snakemake):
     overlay_figure(
         snakemake.input.ct,
         snakemake.input.pet,

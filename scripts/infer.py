@@ -6,7 +6,7 @@ from abmseg.infer.predict import InferenceSettings
 from abmseg.step import rule_step
 
 patient = snakemake.wildcards.patient
-with rule_step("infer", snakemake.log[0], patient) as log:
+with rule_step(snakemake) as log:
     networks, device = load_networks(snakemake.input.model, threads=snakemake.threads)
     options = snakemake.params.inference
     settings = InferenceSettings(

@@ -5,7 +5,7 @@ from abmseg.evaluate.patient import score_patient_files
 from abmseg.step import rule_step
 
 patient = snakemake.wildcards.patient
-with rule_step("metrics", snakemake.log[0], patient):
+with rule_step(snakemake):
     scores = score_patient_files(
         patient,
         snakemake.input.spet,

@@ -4,7 +4,7 @@ from abmseg.preprocess.normalise import NormaliseSettings, normalise_patient
 from abmseg.step import rule_step
 
 patient = snakemake.wildcards.patient
-with rule_step("normalise", snakemake.log[0], patient):
+with rule_step(snakemake):
     normalise_patient(
         ct_path=snakemake.input.ct,
         pet_path=snakemake.input.pet,

@@ -4,7 +4,7 @@ from abmseg.preprocess.register import RegistrationSettings, register_pet_to_ct
 from abmseg.step import rule_step
 
 patient = snakemake.wildcards.patient
-with rule_step("register", snakemake.log[0], patient) as log:
+with rule_step(snakemake) as log:
     qc = register_pet_to_ct(
         ct_path=snakemake.input.ct,
         pet_path=snakemake.input.pet,

@@ -3,7 +3,7 @@
 from abmseg.cohort.split import write_split
 from abmseg.step import rule_step
 
-with rule_step("split", snakemake.log[0]) as log:
+with rule_step(snakemake) as log:
     write_split(snakemake.params.assignment, snakemake.output[0])
     counts = {s: list(snakemake.params.assignment.values()).count(s) for s in ("train", "test")}
     log.info("split: %s", counts)

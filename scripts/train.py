@@ -11,7 +11,16 @@ from abmseg.train.run_key import claim_checkpoints, run_key
 
 variant = snakemake.wildcards.variant
 stage = snakemake.params.stage
-with rule_step(f"train_stage{stage}", snakemake.log[0]) as log:
+with rule_step(
+    snakemake,
+    config_keys=("training.workers",),
+    # Undeclared outputs of training; stage 2 also reads stage 1's checkpoints.
+    extra_outputs=[
+        f"{Path(snakemake.output.model).parent}/{name}"
+        for name in ("status.json", "checkpoints/*", "tensorboard/**")
+    ],
+    extra_inputs=f"{Path(snakemake.input.init).parent}/checkpoints/*" if stage == 2 else None,
+) as log:
     out = Path(snakemake.output.model).parent
     folders = {Path(f).parent.name: Path(f).parent for f in snakemake.input.volumes}
     key = run_key(variant, stage, snakemake.params.settings, list(folders), snakemake.input)

@@ -70,6 +70,8 @@ def test_gpu_rules_go_to_the_gpu_partition_and_the_rest_to_the_cpu_partition(tin
         assert all(f"slurm_partition={partition}," in line for line in lines), (rule, lines)
         assert all("slurm_account" not in line for line in lines)
     assert all("cpus_per_task=8," in line for line in by_rule["train_stage1"])
+    # one task for all GPUs, so SLURM allocates cpus_per_task once, not once per GPU
+    assert all("tasks_per_gpu=0" in line for rule in GPU_RULES for line in by_rule[rule])
     assert all("cpus_per_task=2," in line for line in by_rule["register"])
     assert all(
         "mem_mb=64000," in line and "runtime=2880," in line for line in by_rule["train_stage1"]

@@ -1,4 +1,4 @@
-"""Checkpoints of an older run (other settings or patients) are set aside, not resumed."""
+"""Checkpoints of an older run (other settings or patients) are deleted, never resumed."""
 
 from __future__ import annotations
 
@@ -29,27 +29,28 @@ def test_key_ignores_what_a_resume_may_change(tmp_path):
 
 def test_same_run_keeps_its_checkpoints(tmp_path):
     folder = tmp_path / "checkpoints"
-    assert claim_checkpoints(folder, "k1") is None
+    assert claim_checkpoints(folder, "k1") is False
     (folder / "last.pt").write_bytes(b"x")
-    assert claim_checkpoints(folder, "k1") is None
+    assert claim_checkpoints(folder, "k1") is False
     assert (folder / "last.pt").exists()
 
 
-def test_other_run_sets_checkpoints_aside(tmp_path):
+def test_checkpoints_of_another_run_are_deleted(tmp_path):
     folder = tmp_path / "checkpoints"
     claim_checkpoints(folder, "k1")
     (folder / "last.pt").write_bytes(b"old")
-    moved = claim_checkpoints(folder, "k2")
-    assert moved is not None and (moved / "last.pt").read_bytes() == b"old"
+    assert claim_checkpoints(folder, "k2") is True
     assert not (folder / "last.pt").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoints"]
     assert (folder / KEY_FILE).read_text().strip() == "k2"
 
 
-def test_unstamped_folder_is_set_aside(tmp_path):
+def test_unstamped_folder_is_replaced(tmp_path):
     folder = tmp_path / "checkpoints"
     folder.mkdir()
     (folder / "last.pt").write_bytes(b"?")
-    assert claim_checkpoints(folder, "k") is not None
+    assert claim_checkpoints(folder, "k") is True
+    assert not (folder / "last.pt").exists()
 
 
 def test_file_sha256(tmp_path):

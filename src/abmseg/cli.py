@@ -9,6 +9,7 @@ from pathlib import Path
 from abmseg import __version__
 from abmseg.cohort.sheet import SheetError
 from abmseg.errors import PatientDataError
+from abmseg.provenance.errors import ProvenanceError
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -103,6 +104,37 @@ def _split(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
+def _provenance(args: argparse.Namespace) -> None:
+    import json
+
+    from abmseg.provenance.lineage import trace_file
+    from abmseg.provenance.render import render_tree
+
+    lineage = trace_file(args.file)
+    print(json.dumps(lineage.to_dict(), indent=2) if args.json else render_tree(lineage))
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from abmseg.provenance.audit import audit
+
+    report = audit(args.paths)
+    for problem in report.problems:
+        print(problem.line())
+    print(report.summary(), file=sys.stdout if report.ok else sys.stderr)
+    return 0 if report.ok else 1
+
+
+def _export_prov(args: argparse.Namespace) -> None:
+    from prov.model import ProvActivity, ProvEntity
+
+    from abmseg.provenance.export import export_prov
+
+    document = export_prov(args.results, args.out)
+    jobs = len(list(document.get_records(ProvActivity)))
+    files = len(list(document.get_records(ProvEntity)))
+    print(f"wrote {args.out}: {jobs} jobs, {files} files (PROV-JSON, read back and verified)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="abmseg", description=__doc__)
     parser.add_argument("--version", action="version", version=f"abmseg {__version__}")
@@ -160,6 +192,24 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--train-fraction", type=float, default=0.7)
     split.add_argument("--salt", default="abmseg-split-v1")
     split.set_defaults(func=_split)
+
+    provenance = sub.add_parser(
+        "provenance", help="lineage of a result back to the raw DICOM files"
+    )
+    provenance.add_argument("file", help="a file under results/ (or its record)")
+    provenance.add_argument("--json", action="store_true", help="the lineage as JSON")
+    provenance.set_defaults(func=_provenance)
+
+    audit = sub.add_parser(
+        "audit", help="re-hash results and their lineage; exit 1 naming any changed file"
+    )
+    audit.add_argument("paths", nargs="+", help="result files and/or results folders")
+    audit.set_defaults(func=_audit)
+
+    export = sub.add_parser("export-prov", help="write the run as W3C PROV-JSON")
+    export.add_argument("results", help="the results/ folder (or a folder in it)")
+    export.add_argument("-o", "--out", default="run.prov.json", help="PROV-JSON file to write")
+    export.set_defaults(func=_export_prov)
     return parser
 
 
@@ -171,11 +221,11 @@ def main(argv: list[str] | None = None) -> int:
         return train_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
-    except (PatientDataError, SheetError) as error:
+        status = args.func(args)
+    except (PatientDataError, SheetError, ProvenanceError) as error:
         print(f"abmseg: error: {error}", file=sys.stderr)
         return 1
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -43,9 +43,15 @@ wait_for() {
     done
 }
 
+not() { ! "$@"; }
+
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # ---------------------------------------------------------------------------------------------
+apt_install() {
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 cmd_install() {
     need_root
     local missing=()
@@ -59,67 +65,76 @@ cmd_install() {
     log "installing ${missing[*]}"
     # Without systemd, the maintainer scripts would try to start the daemons with the Debian
     # default config (and a system munged/MariaDB); this script starts its own, so forbid it.
-    local policy=/usr/sbin/policy-rc.d made_policy=0
+    local policy=/usr/sbin/policy-rc.d
     if [[ ! -e $policy ]]; then
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
         printf '#!/bin/sh\nexit 101\n' >"$policy"
         chmod 755 "$policy"
-        made_policy=1
     fi
-    local status=0
-    {
-        [[ -n $(find /var/lib/apt/lists -name '*Packages*' -print -quit 2>/dev/null) ]] ||
-            apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            "${missing[@]}" >/dev/null
-    } || status=$?
-    ((made_policy)) && rm -f "$policy"
-    ((status == 0)) || die "apt-get failed (exit $status)"
+    # Package lists may be missing (fresh machine) or stale: update once and retry.
+    apt_install "${missing[@]}" || { apt-get update -qq && apt_install "${missing[@]}"; } ||
+        die "apt-get failed"
 }
 
 # ---------------------------------------------------------------------------------------------
+# Each daemon writes its PID file as its own user, into a folder that user owns.
+pid_file() {
+    case $1 in
+    munged) echo "$STATE/munge/munged.pid" ;;
+    mariadbd) echo "$STATE/mariadb/mariadbd.pid" ;;
+    *) echo "$STATE/run/$1.pid" ;;
+    esac
+}
+
+# A process that has not exited (a zombie has: PID 1 may reap it late).
+alive() { [[ -e /proc/$1 && $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) != Z ]]; }
+
 pid_of() {
-    local file=$STATE/run/$1.pid
+    local file
+    file=$(pid_file "$1")
     [[ -s $file ]] || return 1
     local pid
     pid=$(tr -dc '0-9' <"$file")
     [[ -n $pid ]] || return 1
     # Only a live process with the daemon's name (a stale file may name a recycled PID).
-    [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$1" ]] || return 1
+    [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$1" ]] && alive "$pid" || return 1
     echo "$pid"
 }
 
 stop_daemon() {
     local name=$1 pid
     if ! pid=$(pid_of "$name"); then
-        rm -f "$STATE/run/$name.pid"
+        rm -f "$(pid_file "$name")"
         return 0
     fi
     log "stopping $name (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
-    if ! wait_for "$STOP_TIMEOUT" bash -c "! kill -0 $pid"; then
+    if ! wait_for "$STOP_TIMEOUT" not alive "$pid"; then
         log "$name (pid $pid) ignored SIGTERM for ${STOP_TIMEOUT}s; SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
-        wait_for 5 bash -c "! kill -0 $pid" || die "$name (pid $pid) does not exit"
+        wait_for 5 not alive "$pid" || die "$name (pid $pid) does not exit"
     fi
-    rm -f "$STATE/run/$name.pid"
+    rm -f "$(pid_file "$name")"
 }
 
 cancel_jobs() {
     # Jobs of a failed or interrupted run: their slurmstepd would outlive slurmd otherwise.
-    pid_of slurmctld >/dev/null || return 0
+    # squeue/scancel talk to the cluster of /etc/slurm/slurm.conf: only if that is this one.
+    pid_of slurmctld >/dev/null && [[ $(previous_state) == "$STATE" ]] || return 0
     local jobs
     jobs=$(timeout 10 squeue -h -o %A 2>/dev/null) || return 0
     [[ -n $jobs ]] || return 0
     log "cancelling jobs: $(echo "$jobs" | tr '\n' ' ')"
     # shellcheck disable=SC2086
     timeout 10 scancel $jobs || true
+    # shellcheck disable=SC2016 # expanded by the inner bash, at each try
     wait_for "$STOP_TIMEOUT" bash -c '[[ -z $(timeout 5 squeue -h -o %A) ]]' ||
         log "jobs still listed after ${STOP_TIMEOUT}s: $(timeout 5 squeue -h -o '%A %T')"
 }
 
 cmd_stop() {
     need_root
-    [[ -d $STATE/run ]] || return 0
+    [[ -d $STATE ]] || return 0
     cancel_jobs
     local i
     for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do
@@ -127,10 +142,26 @@ cmd_stop() {
     done
 }
 
+# The state folder of the cluster that /etc/slurm/slurm.conf describes, if this script wrote it.
+previous_state() {
+    sed -n 's|^# Written by tests/slurm/cluster.sh for the test cluster in ||p' \
+        /etc/slurm/slurm.conf 2>/dev/null | head -n 1
+}
+
+# That cluster is stopped by its own PID files: a test killed before its teardown must not
+# block the next start.
+stop_previous() {
+    local previous
+    previous=$(previous_state)
+    [[ -n $previous && $previous != "$STATE" && -d $previous ]] || return 0
+    log "stopping the previous test cluster in $previous"
+    bash "$0" stop "$previous"
+}
+
 # ---------------------------------------------------------------------------------------------
 show_logs() {
     local f
-    for f in "$STATE"/log/*.log; do
+    for f in "$STATE"/{log,munge,mariadb}/*.log; do
         [[ -s $f ]] || continue
         echo "----- tail of $f" >&2
         tail -n 25 "$f" >&2
@@ -177,6 +208,8 @@ SlurmdLogFile=$STATE/log/slurmd.log
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
 AccountingStoragePort=6819
+# The munge socket for slurmdbd connections (AuthInfo covers only the others).
+AccountingStoragePass=$STATE/munge/munge.socket
 AccountingStorageTRES=gres/gpu
 AccountingStoreFlags=job_comment
 JobCompType=jobcomp/none
@@ -229,11 +262,8 @@ start_munge() {
     fi
     chown munge:munge "$dir/munge.key"
     chmod 600 "$dir/munge.key"
-    touch "$STATE/log/munged.log"
-    chown munge:munge "$STATE/log/munged.log"
-    runuser -u munge -- munged --force --socket="$dir/munge.socket" --key-file="$dir/munge.key" \
-        --pid-file="$STATE/run/munged.pid" --log-file="$STATE/log/munged.log" \
-        --seed-file="$dir/munged.seed" ||
+    runuser -u munge -- munged --socket="$dir/munge.socket" --key-file="$dir/munge.key" \
+        --pid-file="$dir/munged.pid" --log-file="$dir/munged.log" --seed-file="$dir/munged.seed" ||
         fail_start "munged did not start"
     wait_for 10 bash -c "munge -n -S '$dir/munge.socket' | unmunge -S '$dir/munge.socket'" ||
         fail_start "munge credentials do not round-trip through $dir/munge.socket"
@@ -245,19 +275,18 @@ start_mariadb() {
     local dir=$STATE/mariadb
     mkdir -p "$dir"
     chown mysql:mysql "$dir"
-    touch "$STATE/log/mariadbd.log"
-    chown mysql:mysql "$STATE/log/mariadbd.log"
     if [[ ! -d $dir/data/mysql ]]; then
         mariadb-install-db --no-defaults --user=mysql --datadir="$dir/data" \
             --auth-root-authentication-method=socket --skip-test-db \
-            >"$STATE/log/mariadb-install.log" 2>&1 ||
+            >"$dir/mariadb-install.log" 2>&1 ||
             fail_start "mariadb-install-db failed"
     fi
     setsid mariadbd --no-defaults --user=mysql --datadir="$dir/data" \
-        --socket="$dir/mysqld.sock" --pid-file="$STATE/run/mariadbd.pid" \
+        --socket="$dir/mysqld.sock" --pid-file="$dir/mariadbd.pid" \
         --bind-address=127.0.0.1 --port="$DB_PORT" --skip-name-resolve \
-        --log-error="$STATE/log/mariadbd.log" --innodb-buffer-pool-size=64M \
-        </dev/null >>"$STATE/log/mariadbd.log" 2>&1 &
+        --log-error="$dir/mariadbd.log" \
+        --innodb-buffer-pool-size=128M --innodb-lock-wait-timeout=900 \
+        </dev/null >>"$dir/mariadbd.out" 2>&1 &
     wait_for 60 sql "SELECT 1" || fail_start "MariaDB does not answer on $dir/mysqld.sock"
     wait_for 10 pid_of mariadbd || fail_start "mariadbd wrote no PID file"
 }
@@ -299,7 +328,8 @@ cmd_start() {
     # The daemons run as slurm, munge and mysql: every folder above STATE must let them in.
     runuser -u slurm -- test -x "$STATE" ||
         die "$STATE is not reachable by user slurm (a parent folder is private): use /tmp/..."
-    # A run that crashed earlier in this folder: stop what it left.
+    # A run that crashed earlier (in this folder or another): stop what it left.
+    stop_previous
     cmd_stop
     local port
     for port in "${PORTS[@]}"; do
@@ -337,8 +367,9 @@ cmd_start() {
     wait_for 30 pid_of slurmctld || fail_start "slurmctld wrote no PID file"
     slurmd -N "$node" || fail_start "slurmd did not start"
     wait_for 30 pid_of slurmd || fail_start "slurmd wrote no PID file"
+    # One line per partition the node is in; all must say idle.
     wait_for "$START_TIMEOUT" bash -c \
-        "[[ \$(timeout 10 sinfo -h -N -n '$node' -o %T) == idle ]]" ||
+        "[[ \$(timeout 10 sinfo -h -N -n '$node' -o %T | sort -u) == idle ]]" ||
         fail_start "node $node is not idle after ${START_TIMEOUT}s: $(timeout 10 sinfo -N -l 2>&1)"
     log "cluster $CLUSTER_NAME up: node $node, $(nproc) CPUs, gpu:a6000:2, partitions cpu, gpu"
 }

@@ -3,7 +3,7 @@
 Snakemake reruns a training rule when its inputs or parameters change; the checkpoints of the old
 run must then not be resumed (the engine would refuse a settings change, and would silently mix
 training sets if only the patients changed). The rule stamps its checkpoint folder with a key of
-everything that defines the run; a folder with another key is set aside, not deleted.
+everything that defines the run; a folder with another key is deleted (it can never be resumed).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,15 +51,21 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def claim_checkpoints(folder: str | Path, key: str) -> Path | None:
-    """Make ``folder`` belong to the run ``key``; return where a stale folder was moved, if any."""
+def claim_checkpoints(folder: str | Path, key: str) -> bool:
+    """Make ``folder`` belong to the run ``key``; return True when checkpoints of another run
+    were there and got deleted.
+
+    Such checkpoints can never be resumed (their inputs or settings differ), their final model
+    was replaced by Snakemake, and left inside results/ they would be files without provenance.
+    """
     folder = Path(folder)
     stamp = folder / KEY_FILE
-    moved = None
-    if folder.exists() and (not stamp.exists() or stamp.read_text().strip() != key):
-        moved = folder.with_name(f"{folder.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
-        folder.rename(moved)
-        logger.warning("checkpoints of a different run set aside: %s -> %s", folder, moved)
+    discarded = folder.exists() and (not stamp.exists() or stamp.read_text().strip() != key)
+    if discarded:
+        shutil.rmtree(folder)
+        logger.warning(
+            "deleted checkpoints of a different run (other inputs or settings): %s", folder
+        )
     folder.mkdir(parents=True, exist_ok=True)
     stamp.write_text(key + "\n")
-    return moved
+    return discarded

@@ -1,0 +1,244 @@
+"""`snakemake --profile slurm` on a real single-node SLURM cluster (tests/slurm/cluster.sh) with
+two fake a6000 GPUs: SLURM's own accounting (sacct) must show that every job completed, that the
+GPU rules were given the GPUs they asked for and the CPU rules none.
+
+Needs root and the Debian SLURM packages (`bash tests/slurm/cluster.sh install`); skipped
+without them, unless ABMSEG_REQUIRE_SLURM=1 (CI), where their absence fails the test.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import FAST
+
+from abmseg.synth import generate_cohort
+from abmseg.workflow_run import REPO, snakemake_command
+
+pytestmark = pytest.mark.slow
+
+CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
+GPU_CONFIG = REPO / "tests" / "slurm" / "gpus.yaml"
+PROGRAMS = ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd", "sbatch", "sacct")
+SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+# Hard bound on the whole Snakemake run (SIGTERM, then SIGKILL 30 s later): with a broken status
+# query, Snakemake would otherwise wait forever.
+PIPELINE_LIMIT_S = 900
+GPU_RULES = {"train_stage1": 2, "train_stage2": 2, "infer": 1}
+CPU_RULES = {"convert", "register", "crop", "normalise", "split", "metrics", "aggregate", "figure"}
+SACCT_FIELDS = ("JobIDRaw", "State", "ExitCode", "Comment", "AllocTRES", "Partition")
+
+
+def missing_requirement() -> str | None:
+    """Why this machine cannot host the test cluster, or None."""
+    if os.geteuid() != 0:
+        return "the SLURM test cluster needs root (daemons, mknod, /etc/slurm)"
+    missing = [p for p in PROGRAMS if shutil.which(p, path=SBIN_PATH) is None]
+    if missing:
+        return (
+            f"SLURM/munge/MariaDB programs missing: {', '.join(missing)} "
+            f"(run `bash {CLUSTER.relative_to(REPO)} install` as root)"
+        )
+    return None
+
+
+def cluster_script(command: str, state: Path, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(CLUSTER), command, str(state)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(request):
+    """A running cluster, stopped by PID file when the module ends, whatever happened."""
+    reason = missing_requirement()
+    if reason:
+        if os.environ.get("ABMSEG_REQUIRE_SLURM") == "1":
+            pytest.fail(f"ABMSEG_REQUIRE_SLURM=1 but {reason}")
+        pytest.skip(reason)
+    # Not under pytest's tmp folder: that is private to root, and the daemons run as the slurm,
+    # munge and mysql users.
+    state = Path(tempfile.mkdtemp(prefix="abmseg-slurm-", dir="/tmp"))
+    state.chmod(0o755)
+
+    def stop():
+        result = cluster_script("stop", state, timeout=180)
+        assert result.returncode == 0, f"cluster stop failed:\n{result.stderr[-4000:]}"
+        shutil.rmtree(state, ignore_errors=True)
+
+    request.addfinalizer(stop)
+    started = time.monotonic()
+    result = cluster_script("start", state, timeout=300)
+    if result.returncode != 0:
+        pytest.fail(f"cluster start failed:\n{result.stdout[-2000:]}{result.stderr[-8000:]}")
+    return {"state": state, "start_s": time.monotonic() - started}
+
+
+@pytest.fixture(scope="module")
+def slurm_run(slurm_cluster, tmp_path_factory):
+    """One tiny pipeline run through `snakemake --profile slurm`, and its jobs in sacct."""
+    root = tmp_path_factory.mktemp("slurm_run")
+    sheet = generate_cohort(root / "raw", n_patients=6, seed=7, preset="tiny")
+    fast = root / "fast.yaml"
+    fast.write_text(FAST)
+    work = root / "work"
+    work.mkdir()
+    command = snakemake_command(
+        work,
+        sheet,
+        "--profile",
+        "slurm",
+        # Only timing figures of the profile are overridden (a status check 2 s after
+        # submission instead of 20; no shared-filesystem delay on one node).
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+        "--latency-wait",
+        "5",
+        configfiles=[REPO / "config" / "demo.yaml", fast, GPU_CONFIG],
+    )
+    # Jobs re-run `python -m snakemake` with --export=ALL: this venv's bin must come first.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), SBIN_PATH])
+    since = (datetime.now() - timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S")
+    started = time.monotonic()
+    result = subprocess.run(
+        ["timeout", "-k", "30", str(PIPELINE_LIMIT_S), *command],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=PIPELINE_LIMIT_S + 60,
+    )
+    pipeline_s = time.monotonic() - started
+    log = result.stdout + result.stderr
+    print(
+        f"\nSLURM test: cluster start {slurm_cluster['start_s']:.0f} s, "
+        f"pipeline {pipeline_s:.0f} s",
+        file=sys.stderr,
+    )
+    assert result.returncode == 0, f"snakemake exit {result.returncode}:\n{log[-8000:]}"
+    # The plugin names every job of a run after the run's UUID.
+    run_id = re.search(r"SLURM run ID: (\S+)", log)
+    assert run_id, f"no 'SLURM run ID' in Snakemake's output:\n{log[-4000:]}"
+    jobs = sacct("-X", "--name", run_id.group(1), "--starttime", since)
+    steps = sacct("--jobs", ",".join(job["JobIDRaw"] for job in jobs)) if jobs else []
+    return {"work": work, "log": log, "jobs": jobs, "steps": steps}
+
+
+def sacct(*args: str) -> list[dict[str, str]]:
+    """sacct's parsable rows (Comment last but one: the plugin's comment has no '|')."""
+    output = subprocess.run(
+        ["sacct", "--noheader", "--parsable2", "--format", ",".join(SACCT_FIELDS), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return [dict(zip(SACCT_FIELDS, line.split("|"), strict=True)) for line in output.splitlines()]
+
+
+def rule_of(job: dict[str, str]) -> str:
+    """The rule from the plugin's comment: rule_<name> or rule_<name>_wildcards_<values>."""
+    match = re.fullmatch(r"rule_(\w+?)(?:_wildcards_.*)?", job["Comment"])
+    assert match, f"job {job['JobIDRaw']} has no rule comment: {job}"
+    return match.group(1)
+
+
+def gpus_of(job: dict[str, str]) -> int:
+    return int(tres_of(job).get("gres/gpu", 0))
+
+
+def tres_of(job: dict[str, str]) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in job["AllocTRES"].split(",") if "=" in item)
+
+
+def configured_resources() -> dict[str, dict]:
+    """config['resources'] as this run merges it: config.yaml, then demo.yaml over it."""
+    merged: dict[str, dict] = {}
+    for name in ("config.yaml", "demo.yaml"):
+        config = yaml.safe_load((REPO / "config" / name).read_text())
+        for rule, values in config.get("resources", {}).items():
+            merged.setdefault(rule, {}).update(values)
+    return merged
+
+
+def expected_jobs(work: Path) -> Counter:
+    """Jobs per rule, from the run's own split: preprocessing per patient, training once,
+    inference and metrics per test patient, figures for the first three test patients."""
+    rows = (work / "results" / "split.tsv").read_text().splitlines()[1:]
+    subsets = [line.split("\t")[1] for line in rows]
+    n, n_test = len(subsets), subsets.count("test")
+    return Counter(
+        convert=n,
+        register=n,
+        crop=n,
+        normalise=n,
+        split=1,
+        train_stage1=1,
+        train_stage2=1,
+        infer=n_test,
+        metrics=n_test,
+        aggregate=1,
+        figure=min(3, n_test),
+    )
+
+
+def test_pipeline_finishes_under_slurm(slurm_run):
+    assert (slurm_run["work"] / "results" / "metrics" / "summary.md").is_file()
+
+
+def test_every_job_and_step_completed(slurm_run):
+    assert slurm_run["jobs"], "sacct lists no job of this run"
+    failed = [j for j in slurm_run["jobs"] if (j["State"], j["ExitCode"]) != ("COMPLETED", "0:0")]
+    assert not failed, failed
+    # Steps too (batch, extern, the in-job srun): a job can end COMPLETED with a failed step.
+    failed = [s for s in slurm_run["steps"] if (s["State"], s["ExitCode"]) != ("COMPLETED", "0:0")]
+    assert not failed, failed
+
+
+def test_sacct_shows_every_rule_and_job_of_the_run(slurm_run):
+    seen = Counter(rule_of(job) for job in slurm_run["jobs"])
+    expected = expected_jobs(slurm_run["work"])
+    assert set(seen) == set(GPU_RULES) | CPU_RULES
+    assert seen == expected
+    assert len(slurm_run["jobs"]) == sum(expected.values())
+
+
+def test_gpu_rules_got_their_gpus_and_cpu_rules_none(slurm_run):
+    for job in slurm_run["jobs"]:
+        rule = rule_of(job)
+        want = GPU_RULES.get(rule, 0)
+        assert gpus_of(job) == want, f"{rule}: AllocTRES {job['AllocTRES']}, want gres/gpu={want}"
+        assert job["Partition"] == ("gpu" if want else "cpu"), (rule, job["Partition"])
+
+
+def test_training_ran_one_process_per_allocated_gpu(slurm_run):
+    for stage in ("train_stage1", "train_stage2"):
+        text = (slurm_run["work"] / "logs" / stage / "full.log").read_text()
+        assert "2 process(es)" in text, text[-2000:]
+
+
+def test_jobs_got_the_cores_and_memory_the_config_gives_them(slurm_run):
+    """threads is the job's core count, GPU jobs included (one task; torchrun spawns the
+    per-GPU processes itself), and mem_mb its memory."""
+    resources = configured_resources()
+    for job in slurm_run["jobs"]:
+        rule = rule_of(job)
+        tres = tres_of(job)
+        want = resources[rule]
+        assert tres.get("cpu") == str(want["threads"]), (rule, job["AllocTRES"], want)
+        assert tres.get("mem") == f"{want['mem_mb']}M", (rule, job["AllocTRES"], want)
