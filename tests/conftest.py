@@ -68,16 +68,22 @@ def pipeline_snakemake(work: Path, sheet: Path, fast: Path, *args: str):
     return run_snakemake(work, sheet, *args, configfiles=[REPO / "config" / "demo.yaml", fast])
 
 
-@pytest.fixture(scope="session")
-def pipeline(tmp_path_factory):
-    """One finished tiny run of the whole DAG, shared by the tests that read or dry-run it (tests
-    that change a file put it back as it was)."""
-    root = tmp_path_factory.mktemp("pipeline")
+def run_folders(tmp_path_factory, name: str) -> dict:
+    """A 6-patient tiny cohort (raw/), the FAST overrides and an empty work folder for a run."""
+    root = tmp_path_factory.mktemp(name)
     sheet = generate_cohort(root / "raw", n_patients=6, seed=7, preset="tiny")
     fast = root / "fast.yaml"
     fast.write_text(FAST)
     work = root / "work"
     work.mkdir()
-    result = pipeline_snakemake(work, sheet, fast, "--cores", "2")
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return {"root": root, "sheet": sheet, "fast": fast, "work": work}
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory):
+    """One finished tiny run of the whole DAG, shared by the tests that read or dry-run it (tests
+    that change a file put it back as it was)."""
+    run = run_folders(tmp_path_factory, "pipeline")
+    result = pipeline_snakemake(run["work"], run["sheet"], run["fast"], "--cores", "2")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return run

@@ -82,7 +82,17 @@ def new_patient_id(subset: str) -> str:
     raise AssertionError(f"no candidate ID falls in {subset}")
 
 
-def sheet_with_new_patient(pipeline: dict, subset: str, tmp_path: Path) -> tuple[Path, str]:
+def plan_with_new_patient(pipeline: dict, subset: str) -> tuple[list, str]:
+    """The dry-run jobs once a patient of ``subset`` joins the cohort (removed again after)."""
+    sheet, patient = sheet_with_new_patient(pipeline, subset)
+    try:
+        return dry_run(pipeline, sheet=sheet), patient
+    finally:
+        shutil.rmtree(sheet.parent / patient)
+        sheet.unlink()
+
+
+def sheet_with_new_patient(pipeline: dict, subset: str) -> tuple[Path, str]:
     """A copy of the cohort sheet plus one patient (a copy of an existing one's raw data under a
     new ID that the split sends to ``subset``), in the raw folder so relative paths still hold."""
     raw = pipeline["sheet"].parent
@@ -131,13 +141,8 @@ def write_config(tmp_path: Path, text: str) -> Path:
 
 
 @pytest.mark.slow
-def test_a_new_test_patient_plans_its_own_jobs_and_the_aggregates_only(pipeline, tmp_path):
-    sheet, patient = sheet_with_new_patient(pipeline, "test", tmp_path)
-    try:
-        jobs = dry_run(pipeline, sheet=sheet)
-    finally:
-        shutil.rmtree(sheet.parent / patient)
-        sheet.unlink()
+def test_a_new_test_patient_plans_its_own_jobs_and_the_aggregates_only(pipeline):
+    jobs, patient = plan_with_new_patient(pipeline, "test")
     assert not rules_of(jobs) & TRAINING
     per_patient = [(rule, wc) for rule, wc in jobs if "patient" in wc]
     assert {wc["patient"] for _, wc in per_patient} == {patient}
@@ -147,13 +152,8 @@ def test_a_new_test_patient_plans_its_own_jobs_and_the_aggregates_only(pipeline,
 
 
 @pytest.mark.slow
-def test_a_new_training_patient_retrains(pipeline, tmp_path):
-    sheet, patient = sheet_with_new_patient(pipeline, "train", tmp_path)
-    try:
-        jobs = dry_run(pipeline, sheet=sheet)
-    finally:
-        shutil.rmtree(sheet.parent / patient)
-        sheet.unlink()
+def test_a_new_training_patient_retrains(pipeline):
+    jobs, patient = plan_with_new_patient(pipeline, "train")
     assert rules_of(jobs) >= TRAINING
     preprocessed = {wc["patient"] for rule, wc in jobs if rule in PER_PATIENT_CHAIN}
     assert preprocessed == {patient}

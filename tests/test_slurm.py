@@ -21,9 +21,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import FAST
+from conftest import run_folders
 
-from abmseg.synth import generate_cohort
 from abmseg.workflow_run import REPO, snakemake_command
 
 pytestmark = pytest.mark.slow
@@ -91,12 +90,8 @@ def slurm_cluster(request):
 @pytest.fixture(scope="module")
 def slurm_run(slurm_cluster, tmp_path_factory):
     """One tiny pipeline run through `snakemake --profile slurm`, and its jobs in sacct."""
-    root = tmp_path_factory.mktemp("slurm_run")
-    sheet = generate_cohort(root / "raw", n_patients=6, seed=7, preset="tiny")
-    fast = root / "fast.yaml"
-    fast.write_text(FAST)
-    work = root / "work"
-    work.mkdir()
+    run = run_folders(tmp_path_factory, "slurm_run")
+    sheet, fast, work = run["sheet"], run["fast"], run["work"]
     command = snakemake_command(
         work,
         sheet,

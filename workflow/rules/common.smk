@@ -129,7 +129,9 @@ def scheduler_resources(rule_name, gpu_job=None):
     if gpu_job:
         # tasks_per_gpu 0: one task holding all GPUs (torchrun starts the per-GPU processes);
         # the plugin's default of one task per GPU would multiply cpus_per_task by the GPUs.
-        tags.update(gpu=gpu_count(gpu_job), gpu_model=gpu_model(gpu_job), tasks_per_gpu=0)
+        tags.update(
+            gpu=gpu_count(gpu_job), gpu_model=gpu_model(gpu_job), tasks_per_gpu=0
+        )
     return tags
 
 
