@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from abmseg.provenance.hashing import sha256_file as file_sha256
 from abmseg.train.settings import RESUME_FREE
 
 KEY_FILE = "run_key.txt"
@@ -41,14 +42,6 @@ def run_key(
         "inputs": sorted(file_sha256(path) for path in inputs),
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def claim_checkpoints(folder: str | Path, key: str) -> bool:
