@@ -144,8 +144,9 @@ def test_pet_geometry_and_shared_study(cohort: Path) -> None:
     assert (first.Units, first.DecayCorrection) == ("BQML", "START")
     other = pydicom.dcmread(next((cohort.parent / "SYN002" / "CT").iterdir()))
     assert other.StudyInstanceUID != first.StudyInstanceUID
-    assert other.PatientID == "SYN002"
-    assert str(first.PatientName) == "Synthetic^Patient001"
+    assert other.PatientID != first.PatientID
+    assert other.PatientID.startswith("MRN") and "SYN" not in other.PatientID
+    assert str(first.PatientName) == "Quillfeather^" + str(first.PatientName).split("^")[1]
 
 
 def test_ct_numbers(cohort: Path, patient1) -> None:

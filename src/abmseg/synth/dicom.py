@@ -17,6 +17,7 @@ from pydicom.valuerep import format_number_as_ds
 
 from abmseg.synth.ct import CT_RESCALE_INTERCEPT
 from abmseg.synth.grid import Grid
+from abmseg.synth.identity import synthetic_identity
 from abmseg.synth.params import STUDY_DATE, PatientParams
 from abmseg.synth.uids import file_name, synth_uid
 
@@ -50,7 +51,8 @@ class SeriesWriter:
         return synth_uid(*self.key, self.preset, *parts)
 
     def _base(self, sop_class: str, modality: str, number: int) -> Dataset:
-        p, acq = self.p, self.p.acquisition
+        acq = self.p.acquisition
+        identity = synthetic_identity(*self.key)
         sop_uid = self.uid(modality, "instance", number)
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = sop_class
@@ -61,8 +63,8 @@ class SeriesWriter:
         ds.SpecificCharacterSet = "ISO_IR 100"
         ds.SOPClassUID = sop_class
         ds.SOPInstanceUID = sop_uid
-        ds.PatientName = f"Synthetic^Patient{p.index:03d}"
-        ds.PatientID = p.patient_id
+        ds.PatientName = identity.dicom_name
+        ds.PatientID = identity.mrn
         ds.PatientBirthDate = acq.birth_date.strftime("%Y%m%d")
         ds.PatientSex = acq.sex
         ds.PatientAge = f"{acq.age:03d}Y"
@@ -72,7 +74,7 @@ class SeriesWriter:
         ds.StudyDate = STUDY_DATE_STR
         ds.StudyTime = dicom_time(acq.ct_s)
         ds.StudyID = "1"
-        ds.AccessionNumber = f"SA{self.key[0] % 100000:05d}{p.index:04d}"
+        ds.AccessionNumber = identity.accession_number
         ds.ReferringPhysicianName = ""
         ds.StudyDescription = "Synthetic pelvic PET-CT"
         ds.FrameOfReferenceUID = self.uid("frame")
