@@ -135,6 +135,22 @@ def _export_prov(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: {jobs} jobs, {files} files (PROV-JSON, read back and verified)")
 
 
+def _phi_scan(args: argparse.Namespace) -> int:
+    from abmseg.privacy.identifiers import identifiers_in
+    from abmseg.privacy.scan import scan
+
+    identifiers = identifiers_in(args.dicom)
+    if not identifiers:
+        print("abmseg: error: no DICOM identifiers found under --dicom folders", file=sys.stderr)
+        return 2
+    findings, files = scan(args.paths, identifiers)
+    for finding in findings:
+        print(finding.line())
+    verdict = f"{len(findings)} finding(s) in {files} file(s), {len(identifiers)} identifiers"
+    print(verdict, file=sys.stderr if findings else sys.stdout)
+    return 1 if findings else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="abmseg", description=__doc__)
     parser.add_argument("--version", action="version", version=f"abmseg {__version__}")
@@ -210,6 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("results", help="the results/ folder (or a folder in it)")
     export.add_argument("-o", "--out", default="run.prov.json", help="PROV-JSON file to write")
     export.set_defaults(func=_export_prov)
+
+    phi = sub.add_parser(
+        "phi-scan", help="search outputs for the names, IDs, dates and UIDs of DICOM headers"
+    )
+    phi.add_argument("paths", nargs="+", help="files and folders to search (results/, logs/, ...)")
+    phi.add_argument(
+        "--dicom", action="append", required=True, help="raw DICOM folder (repeatable)"
+    )
+    phi.set_defaults(func=_phi_scan)
     return parser
 
 

@@ -13,8 +13,8 @@ try:
     patients = load_sheet(config["patients"])
 except SheetError as error:
     raise WorkflowError(str(error)) from None
-for record in patients.to_dict("records"):
-    validate(record, schema="../schemas/patients.schema.yaml")
+# One call for the whole table: a validate() per row costs ~5 ms, a minute at 10,000 patients.
+validate(patients, schema="../schemas/patients.schema.yaml", set_default=False)
 
 PATIENTS = list(patients.index)
 SPLIT = assign_split(

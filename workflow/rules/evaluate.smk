@@ -9,6 +9,8 @@ rule metrics:
         "results/metrics/{variant}/{patient}.json",
     log:
         "logs/metrics/{variant}/{patient}.log",
+    benchmark:
+        "benchmarks/metrics/{variant}/{patient}.tsv"
     conda:
         "../../envs/preprocess.yaml"
     threads: res("metrics", "threads")
@@ -43,6 +45,8 @@ rule aggregate:
         ),
     log:
         "logs/aggregate.log",
+    benchmark:
+        "benchmarks/aggregate.tsv"
     conda:
         "../../envs/preprocess.yaml"
     threads: res("aggregate", "threads")
@@ -69,6 +73,8 @@ rule figure:
         ),
     log:
         "logs/figure/{variant}/{patient}.log",
+    benchmark:
+        "benchmarks/figure/{variant}/{patient}.tsv"
     conda:
         "../../envs/preprocess.yaml"
     threads: res("figure", "threads")

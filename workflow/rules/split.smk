@@ -5,6 +5,8 @@ rule split:
         "results/split.tsv",
     log:
         "logs/split.log",
+    benchmark:
+        "benchmarks/split.tsv"
     conda:
         "../../envs/preprocess.yaml"
     threads: res("split", "threads")

@@ -1,0 +1,1 @@
+"""Patient-identity checks: the identifiers a DICOM export holds, and outputs that hold any."""
