@@ -11,6 +11,7 @@ import SimpleITK as sitk
 import yaml
 
 from abmseg.preprocess.register import RegistrationSettings, register_pet_to_ct
+from abmseg.preprocess.registration_qc import QcLimits
 from abmseg.synth.truth import registration_residual_mm
 
 
@@ -45,6 +46,8 @@ def test_qc_shows_better_similarity_after(registration):
     qc = json.loads((registration["out"] / "qc.json").read_text())
     assert qc["mutual_information_after"] > qc["mutual_information_before"]
     assert qc["settings"]["seed"] == 42
+    assert qc["qc_passed"] is True and qc["qc_violations"] == []
+    assert qc["qc_limits"] == QcLimits().as_dict()
 
 
 def test_registered_pet_lies_on_the_ct_grid(converted, registration):

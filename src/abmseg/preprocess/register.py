@@ -19,6 +19,7 @@ from scipy import ndimage
 
 from abmseg.atomic import atomic_path, write_json
 from abmseg.io.volume import image_like, read_nifti, write_nifti
+from abmseg.preprocess.registration_qc import QcLimits, RegistrationQcError, check_registration
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class RegistrationSettings:
     pet_clip_suv: tuple[float, float] = (0.0, 5.0)
     rigid: StageSettings = field(default_factory=StageSettings)
     affine: StageSettings = AFFINE_DEFAULT
+    qc: QcLimits = field(default_factory=QcLimits)
 
     @classmethod
     def from_config(cls, section: dict, seed: int, threads: int) -> RegistrationSettings:
@@ -80,6 +82,7 @@ class RegistrationSettings:
             pet_clip_suv=(float(section["pet_clip_suv"][0]), float(section["pet_clip_suv"][1])),
             rigid=StageSettings.from_config(section["rigid"]),
             affine=StageSettings.from_config(section["affine"]),
+            qc=QcLimits.from_config(section["qc"]),
         )
 
     def as_dict(self) -> dict:
@@ -210,7 +213,11 @@ def register_pet_to_ct(
     settings: RegistrationSettings,
     patient: str | None = None,
 ) -> dict:
-    """Register the SUV image onto the CT, resample it on the CT grid, write transform and QC."""
+    """Register the SUV image onto the CT, resample it on the CT grid, write transform and QC.
+
+    A registration outside ``settings.qc`` raises RegistrationQcError (with every QC figure)
+    before anything is written.
+    """
     ants = _import_ants(settings.threads, settings.seed)
     ct = read_nifti(ct_path, patient, made_by="convert")
     pet = read_nifti(pet_path, patient, made_by="convert")
@@ -231,17 +238,8 @@ def register_pet_to_ct(
     registered_for_qc = ants.apply_transforms(
         fixed, moving, transformlist=affine["fwdtransforms"], interpolator="linear"
     )
-    # The written PET keeps full SUV (the clip above only shapes the metric's histogram).
-    registered = ants.apply_transforms(
-        fixed_full,
-        _to_ants(ants, pet_float),
-        transformlist=affine["fwdtransforms"],
-        interpolator="linear",
-    )
     centre = ct.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in ct.GetSize()])
     summary = transform_summary(affine["fwdtransforms"][0], centre)
-
-    pet_on_ct = image_like(registered.numpy().transpose(2, 1, 0).astype(np.float32), ct)
     qc = {
         "patient_id": patient,
         "metric": "Mattes mutual information between CT and PET on the CT grid (higher = better)",
@@ -251,7 +249,22 @@ def register_pet_to_ct(
         "transform_convention": "maps CT-world points to PET-world points (ITK/ANTs fixed->moving)",
         "seconds": round(seconds, 2),
         "settings": settings.as_dict(),
+        "qc_limits": settings.qc.as_dict(),
     }
+    violations = check_registration(qc, settings.qc)
+    qc["qc_passed"] = not violations
+    qc["qc_violations"] = violations
+    if violations:
+        raise RegistrationQcError(patient, pet_path, qc, violations)
+
+    # The written PET keeps full SUV (the clip above only shapes the metric's histogram).
+    registered = ants.apply_transforms(
+        fixed_full,
+        _to_ants(ants, pet_float),
+        transformlist=affine["fwdtransforms"],
+        interpolator="linear",
+    )
+    pet_on_ct = image_like(registered.numpy().transpose(2, 1, 0).astype(np.float32), ct)
     write_nifti(pet_on_ct, out_pet)
     with atomic_path(out_transform) as tmp_out:
         shutil.copyfile(affine["fwdtransforms"][0], tmp_out)

@@ -1,0 +1,110 @@
+"""Limits a PET-to-CT registration must meet before its result goes downstream.
+
+PET and CT of one PET/CT session share the scanner frame: real misalignment is breathing or
+patient motion of a few millimetres to one or two centimetres, a few degrees of rotation and no
+change of scale. A registration that makes the similarity worse, or whose transform is far
+beyond that, has diverged or aligned two scans that do not belong together; the patient fails
+with the figures instead of passing a wrong alignment on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from abmseg.errors import PatientDataError
+
+
+@dataclass(frozen=True)
+class QcLimits:
+    """config['register']['qc']; defaults mirror config/config.yaml."""
+
+    min_mutual_information_gain: float = 0.0
+    max_centre_displacement_mm: float = 30.0
+    max_rotation_deg: float = 10.0
+    min_scale: float = 0.95
+    max_scale: float = 1.05
+
+    @classmethod
+    def from_config(cls, section: dict) -> QcLimits:
+        return cls(**{key: float(section[key]) for key in asdict(cls())})
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+_TRANSFORM_KEYS = ("centre_displacement_mm", "rotation_deg", "scale_min", "scale_max")
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def check_registration(qc: dict, limits: QcLimits) -> list[str]:
+    """Every way ``qc`` (register_pet_to_ct's figures) breaks ``limits``, as readable sentences
+    with the figure and the limit; empty when the registration passes.
+
+    A missing or non-finite figure (a diverged optimiser's NaN) is a violation too: NaN compares
+    false with every limit and would otherwise pass.
+    """
+    transform = qc.get("transform", {})
+    figures = {
+        "mutual_information_before": qc.get("mutual_information_before"),
+        "mutual_information_after": qc.get("mutual_information_after"),
+        **{key: transform.get(key) for key in _TRANSFORM_KEYS},
+    }
+    broken = [name for name, value in figures.items() if not _finite(value)]
+    if broken:
+        return [f"{name} is {figures[name]!r}, not a finite number" for name in broken]
+    violations = []
+    gain = figures["mutual_information_after"] - figures["mutual_information_before"]
+    if gain < limits.min_mutual_information_gain:
+        violations.append(
+            f"mutual information went from {figures['mutual_information_before']:.4f} to "
+            f"{figures['mutual_information_after']:.4f} (gain {gain:+.4f}, "
+            f"limit >= {limits.min_mutual_information_gain:+.4f})"
+        )
+    if figures["centre_displacement_mm"] > limits.max_centre_displacement_mm:
+        violations.append(
+            f"centre displacement {figures['centre_displacement_mm']:.2f} mm "
+            f"> limit {limits.max_centre_displacement_mm:g} mm"
+        )
+    if figures["rotation_deg"] > limits.max_rotation_deg:
+        violations.append(
+            f"rotation {figures['rotation_deg']:.2f} deg > limit {limits.max_rotation_deg:g} deg"
+        )
+    if figures["scale_min"] < limits.min_scale:
+        violations.append(f"scale {figures['scale_min']:.4f} < limit {limits.min_scale:g}")
+    if figures["scale_max"] > limits.max_scale:
+        violations.append(f"scale {figures['scale_max']:.4f} > limit {limits.max_scale:g}")
+    return violations
+
+
+def qc_figures(qc: dict) -> str:
+    """The QC figures in one line: MI before/after, displacement, rotation, scales."""
+    t = qc.get("transform", {})
+    return (
+        f"MI before {qc.get('mutual_information_before')} after "
+        f"{qc.get('mutual_information_after')}, centre displacement "
+        f"{t.get('centre_displacement_mm')} mm, rotation {t.get('rotation_deg')} deg, "
+        f"scales {t.get('scale_min')}..{t.get('scale_max')}"
+    )
+
+
+class RegistrationQcError(PatientDataError):
+    """A registration outside the QC limits; ``qc`` holds every figure (for a JSON record)."""
+
+    def __init__(
+        self, patient: str | None, pet_path: str | Path, qc: dict, violations: list[str]
+    ) -> None:
+        self.qc = qc
+        self.violations = violations
+        super().__init__(
+            patient,
+            pet_path,
+            f"PET-to-CT registration failed QC: {'; '.join(violations)} ({qc_figures(qc)})",
+            "check that this PET and CT belong to the same PET/CT session, inspect the "
+            "registration (overlay the PET on the CT), or, if the motion is real, relax "
+            "register.qc in the config",
+        )
