@@ -66,7 +66,7 @@ def train_throughput(args: argparse.Namespace, work: Path) -> dict[str, float]:
                 "epochs_stage1": 1,
                 "epochs_stage2": 1,
                 "max_slices_per_epoch": args.train_slices,
-                "workers": 0,
+                "workers": args.workers,
             },
         }
     )
@@ -80,23 +80,32 @@ def train_throughput(args: argparse.Namespace, work: Path) -> dict[str, float]:
     return rates
 
 
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def timed(call, reps: int) -> float:
     call()  # warm-up
+    _sync()
     start = time.perf_counter()
     for _ in range(reps):
         call()
+    _sync()
     return (time.perf_counter() - start) / reps
 
 
 @torch.no_grad()
 def inference_times(args: argparse.Namespace) -> dict[str, float]:
     torch.manual_seed(0)
-    g = ResnetGenerator.from_preset(load_model_preset("cyclegan", args.preset)).eval()
-    diffusion = ConditionalDiffusion.from_preset(load_model_preset("diffusion", args.preset)).eval()
-    seg = MPFPSN.from_preset(load_model_preset("mpfpsn", args.preset)).eval()
-    ct = torch.rand(args.infer_batch, 1, args.size, args.size) * 2 - 1
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    g = ResnetGenerator.from_preset(load_model_preset("cyclegan", args.preset)).eval().to(device)
+    diffusion = ConditionalDiffusion.from_preset(load_model_preset("diffusion", args.preset))
+    diffusion = diffusion.eval().to(device)
+    seg = MPFPSN.from_preset(load_model_preset("mpfpsn", args.preset)).eval().to(device)
+    ct = torch.rand(args.infer_batch, 1, args.size, args.size, device=device) * 2 - 1
     features = diffusion.denoiser.encode_ct(ct)
-    t = torch.full((args.infer_batch,), 500, dtype=torch.long)
+    t = torch.full((args.infer_batch,), 500, dtype=torch.long, device=device)
     times = {
         "cyclegan": timed(lambda: g(ct), args.reps),
         "ct_encoder": timed(lambda: diffusion.denoiser.encode_ct(ct), args.reps),
@@ -105,9 +114,11 @@ def inference_times(args: argparse.Namespace) -> dict[str, float]:
     }
     networks = Networks(mpfpsn=seg, image_size=args.size, g_ct2pet=g, diffusion=diffusion)
     check = InferenceSettings(sampler="ddim", steps=args.check_steps, batch_size=args.infer_batch)
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator(device=device).manual_seed(0)
+    _sync()
     start = time.perf_counter()
     predict_batch(ct, networks, check, generator)
+    _sync()
     times["measured_ddim_batch"] = time.perf_counter() - start
     return times
 
@@ -128,6 +139,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--check-steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=0, help="training loader workers")
     parser.add_argument("--skip-training", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -139,6 +151,9 @@ def main() -> None:
             rates = train_throughput(args, Path(tmp))
         peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         print(f"\ntraining batch {args.train_batch}; peak RSS so far {peak_gb:.1f} GB")
+        if torch.cuda.is_available():
+            gpu_gb = torch.cuda.max_memory_allocated() / 2**30
+            print(f"peak GPU memory allocated by torch: {gpu_gb:.1f} GiB")
         print("\n| training (variant full) | slices / s | epoch of 17,000 slices |")
         print("|---|---|---|")
         for stage, name in (("s1", "stage 1"), ("s2", "stage 2")):
