@@ -1,13 +1,16 @@
 """Rule infer: CT -> pseudo-PET -> diffusion sPET -> MP-FPSN ABM for one test patient."""
 
 from abmseg.infer.bundle import load_networks
-from abmseg.infer.patient import infer_patient
+from abmseg.infer.patient import infer_patient, read_roi_box
 from abmseg.infer.predict import InferenceSettings
 from abmseg.step import rule_step
 
 patient = snakemake.wildcards.patient
 with rule_step(snakemake) as log:
-    networks, device = load_networks(snakemake.input.model, threads=snakemake.threads)
+    read_roi_box(snakemake.input.roi, patient)  # the patient's own small inputs before the model
+    networks, device = load_networks(
+        snakemake.input.model, threads=snakemake.threads, patient=patient
+    )
     options = snakemake.params.inference
     settings = InferenceSettings(
         sampler=options["sampler"],

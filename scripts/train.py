@@ -4,6 +4,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from abmseg.infer.bundle import read_bundle_checked
 from abmseg.step import rule_step
 from abmseg.train.cli import main as train_main
 from abmseg.train.distributed import allocated_gpu_count
@@ -25,6 +26,8 @@ with rule_step(
     folders = {Path(f).parent.name: Path(f).parent for f in snakemake.input.volumes}
     key = run_key(variant, stage, snakemake.params.settings, list(folders), snakemake.input)
     claim_checkpoints(out / "checkpoints", key)
+    if stage == 2:  # a damaged stage-1 bundle: one line naming it and train_stage1, no traceback
+        read_bundle_checked(snakemake.input.init, made_by="train_stage1")
     # workers changes no result: it comes from the config, not from params (no rerun for it).
     settings = json.loads(json.dumps(snakemake.params.settings))
     settings["training"]["workers"] = snakemake.config["training"]["workers"]

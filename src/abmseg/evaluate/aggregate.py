@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pandas as pd
 from abmseg.atomic import write_atomic
 from abmseg.evaluate.patient import flatten
 from abmseg.evaluate.summary import markdown, summarise
+from abmseg.io.jsonfile import read_json
 
 
 def aggregate_files(
@@ -22,7 +22,12 @@ def aggregate_files(
     """Write the three tables; return the Markdown text (the demo prints it)."""
     rows = []
     for path in metric_files:
-        record = json.loads(Path(path).read_text())
+        record = read_json(
+            path,
+            Path(path).stem,
+            made_by="metrics",
+            keys=("patient_id", "variant", "synthesis", "segmentation"),
+        )
         rows.append(flatten(record["patient_id"], record["variant"], record))
     per_patient = pd.DataFrame(rows)
     summary = summarise(per_patient)

@@ -13,12 +13,13 @@ import SimpleITK as sitk  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
 from abmseg.atomic import atomic_path  # noqa: E402
+from abmseg.io.volume import read_nifti  # noqa: E402
 
 REGION_COLOURS = ListedColormap(["none", "tab:red", "tab:green", "tab:blue"])
 
 
-def _array(path: str | Path) -> np.ndarray:
-    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+def _array(path: str | Path, made_by: str) -> np.ndarray:
+    return sitk.GetArrayFromImage(read_nifti(path, made_by=made_by))
 
 
 def overlay_figure(
@@ -32,8 +33,8 @@ def overlay_figure(
     suv_max: float = 6.0,
 ) -> int:
     """Write a 1x4 panel PNG at the axial slice with the most ground-truth ABM; return that z."""
-    ct, pet, spet = _array(ct_hu), _array(pet_suv), _array(spet_suv)
-    truth, predicted = _array(label), _array(abm)
+    ct, pet, spet = _array(ct_hu, "crop"), _array(pet_suv, "crop"), _array(spet_suv, "infer")
+    truth, predicted = _array(label, "crop"), _array(abm, "infer")
     z = int(np.argmax((truth > 0).reshape(truth.shape[0], -1).sum(axis=1)))
     figure, axes = plt.subplots(1, 4, figsize=(14, 4), constrained_layout=True)
     panels = [

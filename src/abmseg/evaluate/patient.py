@@ -71,13 +71,13 @@ def score_patient_files(
     The body mask is recomputed from the cropped CT (HU) the same way the crop made it.
     """
     images = {
-        name: read_nifti(path, patient)
-        for name, path in (
-            ("spet", spet_path),
-            ("abm", abm_path),
-            ("pet", pet_path),
-            ("label", label_path),
-            ("ct", ct_path),
+        name: read_nifti(path, patient, made_by=maker)
+        for name, path, maker in (
+            ("spet", spet_path, "infer"),
+            ("abm", abm_path, "infer"),
+            ("pet", pet_path, "crop"),
+            ("label", label_path, "crop"),
+            ("ct", ct_path, "crop"),
         )
     }
     arrays = {name: sitk.GetArrayFromImage(image) for name, image in images.items()}

@@ -3,23 +3,77 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from abmseg.errors import PatientDataError
 from abmseg.infer.predict import Networks
-from abmseg.train.networks import load_bundle
+from abmseg.train.checkpoint import load_failure_reason
+from abmseg.train.networks import load_bundle, read_bundle
 
 
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_networks(path: str | Path, threads: int = 1) -> tuple[Networks, torch.device]:
-    """Networks in eval mode on the best device (CUDA when present, else CPU with ``threads``)."""
+def bundle_maker(path: str | Path) -> str | None:
+    """The rule that writes a bundle at ``results/models/<variant>/stage<N>/model.pt``."""
+    stage = Path(path).parent.name
+    return f"train_{stage}" if stage in ("stage1", "stage2") else None
+
+
+def _bundle_problem(exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "the model bundle does not exist"
+    return f"cannot load this model bundle ({load_failure_reason(exc)})"
+
+
+def _bundle_error(
+    path: str | Path, patient: str | None, made_by: str | None, exc: BaseException
+) -> PatientDataError:
+    made_by = made_by or bundle_maker(path)
+    fix = (
+        f"delete it and rerun the rule '{made_by}' that makes it"
+        if made_by
+        else "retrain the model or point to a valid model.pt"
+    )
+    return PatientDataError(patient, path, _bundle_problem(exc), fix)
+
+
+def read_bundle_checked(
+    path: str | Path, patient: str | None = None, made_by: str | None = None
+) -> dict[str, Any]:
+    """The raw bundle (``read_bundle``), or PatientDataError naming the file and its maker."""
+    try:
+        return read_bundle(path)
+    except (MemoryError, torch.cuda.OutOfMemoryError):
+        raise  # the machine, not the file
+    except Exception as exc:  # damaged bytes make the unpickler raise almost anything
+        raise _bundle_error(path, patient, made_by, exc) from None
+
+
+def load_networks(
+    path: str | Path,
+    threads: int = 1,
+    patient: str | None = None,
+    made_by: str | None = None,
+) -> tuple[Networks, torch.device]:
+    """Networks in eval mode on the best device (CUDA when present, else CPU with ``threads``).
+
+    A bundle that does not load (truncated, not a bundle, weights that do not fit its networks)
+    raises PatientDataError naming the file and the rule that makes it (``made_by``, by default
+    read from the path: train_stage1 or train_stage2).
+    """
     device = pick_device()
     if device.type == "cpu":
         torch.set_num_threads(max(1, threads))
-    bundle = load_bundle(path, device)
+    try:
+        bundle = load_bundle(path, device)
+    except (MemoryError, torch.cuda.OutOfMemoryError):
+        raise  # the device, not the file
+    except Exception as exc:  # damaged bytes make the unpickler raise almost anything
+        raise _bundle_error(path, patient, made_by, exc) from None
     networks = Networks(
         mpfpsn=bundle["mpfpsn"],
         image_size=int(bundle["image_size"]),

@@ -3,20 +3,36 @@ pasted back onto the patient's original planning-CT grid (exact geometry, for ov
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 
+from abmseg.errors import PatientDataError
 from abmseg.infer.predict import InferenceSettings, Networks, paste_into_ct_grid, predict_volume
+from abmseg.io.jsonfile import read_json
 from abmseg.io.volume import image_like, read_nifti, write_nifti
 
 
 def spet_to_suv(spet: np.ndarray, suv_ceiling: float) -> np.ndarray:
     """Inverse of the SUV normalisation: [-1, 1] -> [0, ceiling]."""
     return ((spet.astype(np.float32) + 1.0) / 2.0 * suv_ceiling).astype(np.float32)
+
+
+def read_roi_box(roi_json: str | Path, patient: str) -> dict[str, list[int]]:
+    """The crop box (CT index ranges) from the crop rule's roi.json."""
+    box = read_json(roi_json, patient, made_by="crop", keys=("box_ct_index",))["box_ct_index"]
+    if not isinstance(box, dict) or any(
+        not isinstance(box.get(axis), list) or len(box[axis]) != 2 for axis in "xyz"
+    ):
+        raise PatientDataError(
+            patient,
+            roi_json,
+            f"box_ct_index is not an x/y/z box of [start, stop] pairs: {box!r}"[:300],
+            "delete it and rerun the rule 'crop' that makes it",
+        )
+    return box
 
 
 def infer_patient(
@@ -35,7 +51,7 @@ def infer_patient(
     """Predict and write spet.nii.gz (SUV), abm.nii.gz and abm_ct.nii.gz; return label counts."""
     ct_image = read_nifti(normalized_ct, patient, made_by="normalise")
     full_ct = read_nifti(converted_ct, patient, made_by="convert")
-    box = json.loads(Path(roi_json).read_text())["box_ct_index"]
+    box = read_roi_box(roi_json, patient)
     spet, labels = predict_volume(sitk.GetArrayFromImage(ct_image), networks, settings, device)
 
     full_shape = tuple(reversed(full_ct.GetSize()))

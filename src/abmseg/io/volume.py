@@ -7,6 +7,10 @@ are the world directions of the x, y and z index axes.
 
 from __future__ import annotations
 
+import gzip
+import math
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,19 +82,78 @@ def write_nifti(image: sitk.Image, path: str | Path) -> None:
         sitk.WriteImage(image, str(tmp), useCompression=True)
 
 
+def _nifti_shortfall(path: Path) -> str | None:
+    """Why a NIfTI file is incomplete (truncated, broken gzip stream), or None when it is whole.
+
+    SimpleITK reads a truncated ``.nii.gz`` without complaint (the missing voxels come back as
+    whatever the buffer held), so a file cut short by a full disk or a copy that was killed would
+    pass as a volume. This decompresses the stream to its end (gzip checks its CRC and length) and
+    compares the byte count with what the header's dimensions and voxel size need. Only NIfTI-1 and
+    NIfTI-2 single files are checked; anything else is left to SimpleITK.
+    """
+    name = path.name.lower()
+    if not (name.endswith(".nii") or name.endswith(".nii.gz")) or not path.is_file():
+        return None
+    try:
+        if name.endswith(".gz"):
+            with gzip.open(path, "rb") as handle:
+                header = handle.read(_HEADER_BYTES)
+                total = len(header)
+                while chunk := handle.read(1 << 20):
+                    total += len(chunk)
+        else:
+            with open(path, "rb") as handle:
+                header = handle.read(_HEADER_BYTES)
+            total = path.stat().st_size
+    except (EOFError, OSError, zlib.error) as exc:
+        return f"the file is truncated or corrupt ({exc or type(exc).__name__})"
+    needed = _nifti_bytes_needed(header)
+    if needed is not None and total < needed:
+        return f"the file is truncated: {total} of the {needed} bytes its header announces"
+    return None
+
+
+_HEADER_BYTES = 540  # NIfTI-2 header size (NIfTI-1 is 348)
+
+
+def _nifti_bytes_needed(header: bytes) -> int | None:
+    """vox_offset + voxel data size from a NIfTI-1/2 header, or None when it is not one."""
+    for order in "<>":
+        if len(header) >= 348 and struct.unpack(f"{order}i", header[:4])[0] == 348:
+            dims = struct.unpack(f"{order}8h", header[40:56])
+            bitpix = struct.unpack(f"{order}h", header[72:74])[0]
+            offset = int(struct.unpack(f"{order}f", header[108:112])[0])
+            break
+        if len(header) >= 540 and struct.unpack(f"{order}i", header[:4])[0] == 540:
+            bitpix = struct.unpack(f"{order}h", header[14:16])[0]
+            dims = struct.unpack(f"{order}8q", header[16:80])
+            offset = struct.unpack(f"{order}q", header[168:176])[0]
+            break
+    else:
+        return None
+    rank = dims[0]
+    if not 1 <= rank <= 7 or bitpix <= 0 or any(d < 0 for d in dims[1 : rank + 1]):
+        return None
+    return offset + math.prod(dims[1 : rank + 1]) * bitpix // 8
+
+
 def read_nifti(
     path: str | Path, patient: str | None = None, made_by: str | None = None
 ) -> sitk.Image:
-    """Read a NIfTI, turning a library failure into an error that names the file and its maker."""
+    """Read a NIfTI, turning a library failure or a truncated file into an error that names the
+    file and the rule that makes it (``made_by``)."""
     path = Path(path)
+    remake = (
+        f"delete it and rerun the rule '{made_by}' that makes it"
+        if made_by
+        else "replace it with a valid NIfTI file"
+    )
+    shortfall = _nifti_shortfall(path)
+    if shortfall:
+        raise PatientDataError(patient, path, shortfall, remake)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        remake = (
-            f"delete it and rerun the rule '{made_by}' that makes it"
-            if made_by
-            else ("replace it with a valid NIfTI file")
-        )
         first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
         raise PatientDataError(
             patient, path, f"cannot read this NIfTI file ({first_line[:200]})", remake

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from abmseg.errors import PatientDataError
+
 LAST = "last.pt"
 PREVIOUS = "previous.pt"
 TEMP_PREFIX = ".ckpt-"
@@ -31,8 +33,15 @@ TEMP_SUFFIX = ".part"
 log = logging.getLogger(__name__)
 
 
-class CheckpointError(Exception):
-    """No checkpoint in a folder could be loaded, although some exist."""
+class CheckpointError(PatientDataError):
+    """No checkpoint in a folder could be loaded, although some exist.
+
+    A PatientDataError (with no patient: checkpoints belong to a whole training run), so a rule
+    job that meets one ends with one line naming the files and the fix, not a stack trace.
+    """
+
+    def __init__(self, path: str | Path, problem: str, fix: str) -> None:
+        super().__init__(None, path, problem, fix)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -138,14 +147,14 @@ def load_latest_checkpoint(
         except pickle.UnpicklingError as exc:
             if "Unsupported global" in str(exc):
                 raise CheckpointError(
-                    f"{candidate}: holds objects that weights_only loading refuses "
-                    f"({_reason(exc)}). Fix: store only tensors, numbers, strings and "
-                    "containers in the checkpoint state, or load with weights_only=False if the "
-                    "file is trusted"
+                    candidate,
+                    f"holds objects that weights_only loading refuses ({load_failure_reason(exc)})",
+                    "store only tensors, numbers, strings and containers in the checkpoint state, "
+                    "or load with weights_only=False if the file is trusted",
                 ) from exc
-            problems.append(f"{candidate} ({_reason(exc)})")
+            problems.append(f"{candidate} ({load_failure_reason(exc)})")
         except Exception as exc:  # damaged bytes make the unpickler raise almost anything
-            problems.append(f"{candidate} ({_reason(exc)})")
+            problems.append(f"{candidate} ({load_failure_reason(exc)})")
         else:
             if not isinstance(state, dict):
                 problems.append(f"{candidate} (holds a {type(state).__name__}, not a dict)")
@@ -160,13 +169,13 @@ def load_latest_checkpoint(
     if not candidates:
         return None
     raise CheckpointError(
-        f"no loadable checkpoint in {folder}: "
-        + "; ".join(problems)
-        + ". Fix: restore a good copy of last.pt, or delete these files to retrain from scratch"
+        folder,
+        "no loadable checkpoint: " + "; ".join(problems),
+        "restore a good copy of last.pt, or delete these files to retrain from scratch",
     )
 
 
-def _reason(exc: BaseException) -> str:
+def load_failure_reason(exc: BaseException) -> str:
     """The informative line of a torch.load failure (its unpickler errors are paragraphs)."""
     text = str(exc).strip()
     marker = "WeightsUnpickler error:"
