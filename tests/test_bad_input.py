@@ -127,7 +127,24 @@ def test_truncated_pixel_data(patient_copy, tmp_path):
     victim = middle_slice(patient_copy / "PET")
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) - 200])
-    expect_error(patient_copy, tmp_path / "out", victim.name, "SYN001")
+    expect_error(patient_copy, tmp_path / "out", victim.name, "pixel data holds")
+
+
+def test_missing_rescale_intercept_is_refused(patient_copy, tmp_path):
+    # Type 1 in the CT image module: defaulting it to 0 shifted every HU by 1024.
+    victim = middle_slice(patient_copy / "CT")
+    ds = pydicom.dcmread(victim)
+    del ds.RescaleIntercept
+    ds.save_as(victim)
+    expect_error(patient_copy, tmp_path / "out", victim.name, "RescaleIntercept is missing")
+
+
+def test_lost_end_slice_of_pet_is_refused(patient_copy, tmp_path):
+    # Geometry cannot see a lost end slice; the PET's NumberOfSlices can.
+    files = list_dicom_files(patient_copy / "PET")
+    last = max(files, key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
+    last.unlink()
+    expect_error(patient_copy, tmp_path / "out", str(patient_copy / "PET"), "NumberOfSlices")
 
 
 def test_label_with_unknown_values(patient_copy, tmp_path):

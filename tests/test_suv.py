@@ -206,7 +206,9 @@ def test_cnts_without_philips_factor_is_refused():
         ({"decay": "NONE"}, ["DecayCorrection"]),
         ({"series": None, "acquisition": None}, ["scan time"]),
         # Full injection date-time 10:30 after the 10:00 scan: negative decay.
-        ({"start_datetime": "20240315103000"}, ["implausible"]),
+        ({"start_datetime": "20240315103000"}, ["dose in the future", "10:30:00", "10:00:00"]),
+        # Time of day only, 10:30 after a 10:00 scan: taken as the day before, 23.5 h of uptake.
+        ({"start_time": "103000"}, ["implausible", "previous day"]),
         # Injection a day (and a bit) before the scan: beyond any real uptake time.
         ({"start_datetime": "20240314090000"}, ["implausible"]),
     ],

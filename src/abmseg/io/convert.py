@@ -54,8 +54,15 @@ def convert_ct(ct_dir: str | Path, patient: str) -> tuple[sitk.Image, dict]:
 def convert_pet(pet_dir: str | Path, patient: str) -> tuple[sitk.Image, dict]:
     """PET series -> SUVbw image (float32) on the PET's own grid."""
     series = read_series(pet_dir, "PT", patient)
-    scale = suv_scale(series.datasets, patient, series.paths[0])
+    scale = suv_scale(series.datasets, patient, series.paths[0], series.paths)
     suv = rescaled_pixels(series, patient) * np.float32(scale.factor)
+    if not np.all(np.isfinite(suv)):
+        raise PatientDataError(
+            patient,
+            pet_dir,
+            f"SUV values are not finite (SUV factor {scale.factor:g} from {scale.method})",
+            "check the PET's weight, dose and rescale tags against the scanner's dose report",
+        )
     meta = _series_meta(series)
     meta["suv"] = scale.as_dict()
     meta["suv_max"] = float(suv.max())

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.datadict import dictionary_has_tag, dictionary_VR
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag, Tag
 
 from abmseg.errors import PatientDataError
 from abmseg.io.volume import Geometry
@@ -23,6 +25,20 @@ from abmseg.io.volume import Geometry
 SPACING_TOLERANCE = 0.01
 IGNORED_NAMES = {"DICOMDIR", "Thumbs.db", ".DS_Store"}
 SHEET_COLUMN = {"CT": "ct", "PT": "pet"}
+# Value representations stored as binary numbers or bytes rather than text.
+BINARY_VRS = frozenset(
+    ["AT", "FD", "FL", "OB", "OD", "OF", "OL", "OV", "OW", "SL", "SQ", "SS", "SV", "UL", "UN"]
+    + ["US", "UV"]
+)
+# Tags that say how stored pixel bytes are laid out: every slice of a series must agree.
+PIXEL_FORMAT_TAGS = (
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+)
 
 
 @dataclass
@@ -51,13 +67,71 @@ def list_dicom_files(folder: str | Path) -> list[Path]:
 def _read(path: Path, patient: str) -> Dataset:
     try:
         return pydicom.dcmread(path)
-    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
+    except Exception as exc:  # pydicom raises many types for damaged files
         raise PatientDataError(
             patient,
             path,
             f"not a readable DICOM file ({type(exc).__name__}: {str(exc)[:160]})",
             "remove the file from the series folder or replace it with an intact copy",
         ) from None
+
+
+def tag_value(ds: Dataset, key: str | BaseTag, path: Path, patient: str, default=None):
+    """The value of a tag (``default`` when absent); an element that cannot be trusted is refused.
+
+    pydicom decodes elements lazily, so a damaged value (bad length, garbage in a sequence) only
+    fails here. A value stored as binary where the standard says text, or the other way round,
+    is refused too: its bytes would be read as some other, plausible-looking number.
+    """
+    try:
+        tag = Tag(key)
+        if tag not in ds:
+            return default
+        element = ds[tag]
+        value, vr = element.value, str(element.VR)
+    except Exception as exc:  # pydicom raises many types for undecodable values
+        raise PatientDataError(
+            patient,
+            path,
+            f"tag {key} cannot be decoded ({type(exc).__name__}: {str(exc)[:120]})",
+            "export the series again from the PACS or replace this file with an intact copy",
+        ) from None
+    standard = dictionary_VR(tag) if dictionary_has_tag(tag) else None
+    if standard and _is_binary(vr) != _is_binary(standard):
+        raise PatientDataError(
+            patient,
+            path,
+            f"tag {key} is stored with VR {vr} instead of {standard}, so its value cannot be "
+            "trusted",
+            "export the series again from the scanner or PACS (the file was written wrongly)",
+        )
+    return value
+
+
+def _is_binary(vr: str) -> bool:
+    return any(v in BINARY_VRS for v in vr.split(" or "))
+
+
+def as_float(value) -> float | None:
+    """A single number from a DICOM value (DS, IS, FD, US or a numeric string); else None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def as_int(value) -> int | None:
+    """A single whole number from a DICOM value; else None."""
+    number = as_float(value)
+    if number is None or not np.isfinite(number) or number != int(number):
+        return None
+    return int(number)
 
 
 def read_series(folder: str | Path, modality: str, patient: str) -> DicomSeries:
@@ -85,8 +159,8 @@ def read_series(folder: str | Path, modality: str, patient: str) -> DicomSeries:
     by_series: dict[str, list[tuple[Path, Dataset]]] = defaultdict(list)
     for path in files:
         ds = _read(path, patient)
-        uid = str(ds.get("SeriesInstanceUID", ""))
-        if not uid:
+        uid = tag_value(ds, "SeriesInstanceUID", path, patient)
+        if not isinstance(uid, str) or not uid.strip():
             raise PatientDataError(
                 patient,
                 path,
@@ -96,8 +170,8 @@ def read_series(folder: str | Path, modality: str, patient: str) -> DicomSeries:
         by_series[uid].append((path, ds))
     if len(by_series) > 1:
         described = "; ".join(
-            f"{members[0][1].get('Modality', '?')} series with {len(members)} files "
-            f"(e.g. {members[0][0].name})"
+            f"{tag_value(members[0][1], 'Modality', members[0][0], patient, '?')} series with "
+            f"{len(members)} files (e.g. {members[0][0].name})"
             for members in by_series.values()
         )
         raise PatientDataError(
@@ -107,7 +181,7 @@ def read_series(folder: str | Path, modality: str, patient: str) -> DicomSeries:
             "keep exactly one series per folder (move the others out) and point the sheet at it",
         )
     members = next(iter(by_series.values()))
-    found = str(members[0][1].get("Modality", "")).upper()
+    found = str(tag_value(members[0][1], "Modality", members[0][0], patient, "")).upper()
     if found != modality.upper():
         raise PatientDataError(
             patient,
@@ -116,23 +190,52 @@ def read_series(folder: str | Path, modality: str, patient: str) -> DicomSeries:
             f"point the sheet's '{SHEET_COLUMN.get(modality.upper(), modality.lower())}' column at "
             f"the {modality} series folder",
         )
-    return _stack(members, patient, folder)
+    series = _stack(members, patient, folder)
+    _check_slice_count(series, patient, folder)
+    return series
 
 
 def _vector(ds: Dataset, keyword: str, length: int, path: Path, patient: str) -> np.ndarray:
-    value = ds.get(keyword)
-    try:
-        vec = np.array([float(v) for v in value], dtype=float)
-    except (TypeError, ValueError):
-        vec = np.array([])
+    value = tag_value(ds, keyword, path, patient)
+    vec = np.array([])
+    # A multi-valued element; a plain string would be read character by character.
+    if isinstance(value, MultiValue | list | tuple):
+        numbers = [as_float(v) for v in value]
+        if None not in numbers:
+            vec = np.array(numbers, dtype=float)
     if vec.shape != (length,) or not np.all(np.isfinite(vec)):
         raise PatientDataError(
             patient,
             path,
-            f"tag {keyword} is missing or malformed ({value!r})",
+            f"tag {keyword} is missing or malformed ({_short(value)})",
             "export the series again with full geometry tags",
         )
     return vec
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _shape(ds: Dataset, path: Path, patient: str) -> tuple[int, int]:
+    rows = as_int(tag_value(ds, "Rows", path, patient))
+    columns = as_int(tag_value(ds, "Columns", path, patient))
+    if rows is None or columns is None or rows <= 0 or columns <= 0:
+        raise PatientDataError(
+            patient,
+            path,
+            f"tag Rows or Columns is missing or malformed ({_short(ds.get('Rows'))}, "
+            f"{_short(ds.get('Columns'))})",
+            "export the series again; the image size tags are corrupt",
+        )
+    return rows, columns
+
+
+def _pixel_format(ds: Dataset, path: Path, patient: str) -> tuple:
+    return tuple(
+        str(tag_value(ds, keyword, path, patient, "missing")) for keyword in PIXEL_FORMAT_TAGS
+    )
 
 
 def _stack(members: list[tuple[Path, Dataset]], patient: str, folder: Path) -> DicomSeries:
@@ -152,8 +255,9 @@ def _stack(members: list[tuple[Path, Dataset]], patient: str, folder: Path) -> D
         )
     normal = np.cross(row_dir, col_dir)
     pixel_spacing = _vector(first, "PixelSpacing", 2, first_path, patient)
-    shape = (int(first.get("Rows", 0)), int(first.get("Columns", 0)))
-    if min(pixel_spacing) <= 0 or min(shape) <= 0:
+    shape = _shape(first, first_path, patient)
+    pixel_format = _pixel_format(first, first_path, patient)
+    if min(pixel_spacing) <= 0:
         raise PatientDataError(
             patient,
             first_path,
@@ -162,7 +266,16 @@ def _stack(members: list[tuple[Path, Dataset]], patient: str, folder: Path) -> D
         )
 
     positions = []
+    modality = str(tag_value(first, "Modality", first_path, patient, "")).upper()
     for path, ds in members:
+        found = str(tag_value(ds, "Modality", path, patient, "")).upper()
+        if found != modality:
+            raise PatientDataError(
+                patient,
+                path,
+                f"Modality '{found}' differs from the series' '{modality}' (in {first_path.name})",
+                "export the series again; this file does not belong to it or is corrupt",
+            )
         if not np.allclose(
             _vector(ds, "ImageOrientationPatient", 6, path, patient), iop, atol=1e-4
         ):
@@ -172,7 +285,7 @@ def _stack(members: list[tuple[Path, Dataset]], patient: str, folder: Path) -> D
                 "slice orientation differs from the rest of the series",
                 "export a single consistent axial series",
             )
-        if (int(ds.get("Rows", 0)), int(ds.get("Columns", 0))) != shape or not np.allclose(
+        if _shape(ds, path, patient) != shape or not np.allclose(
             _vector(ds, "PixelSpacing", 2, path, patient), pixel_spacing, atol=1e-4
         ):
             raise PatientDataError(
@@ -180,6 +293,21 @@ def _stack(members: list[tuple[Path, Dataset]], patient: str, folder: Path) -> D
                 path,
                 "slice matrix size or pixel spacing differs from the rest",
                 "export a single consistent series (no mixed reconstructions)",
+            )
+        this_format = _pixel_format(ds, path, patient)
+        if this_format != pixel_format:
+            differing = ", ".join(
+                f"{keyword} {mine} here, {theirs} in {first_path.name}"
+                for keyword, mine, theirs in zip(
+                    PIXEL_FORMAT_TAGS, this_format, pixel_format, strict=True
+                )
+                if mine != theirs
+            )
+            raise PatientDataError(
+                patient,
+                path,
+                f"pixel format differs from the rest of the series ({differing})",
+                "export the series again; this file does not belong to it or is corrupt",
             )
         positions.append(_vector(ds, "ImagePositionPatient", 3, path, patient))
 
@@ -222,7 +350,19 @@ def _stack(members: list[tuple[Path, Dataset]], patient: str, folder: Path) -> D
                 "export the complete series again (every slice, one reconstruction)",
             )
     else:
-        step = float(first.get("SpacingBetweenSlices", first.get("SliceThickness", 1.0)) or 1.0)
+        step = 0.0
+        for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+            value = as_float(tag_value(first, keyword, first_path, patient))
+            if value is not None and np.isfinite(value) and value > 0:
+                step = value
+                break
+        if step <= 0:
+            raise PatientDataError(
+                patient,
+                first_path,
+                "a single-slice series without a usable SliceThickness/SpacingBetweenSlices",
+                "export the complete series (every slice)",
+            )
 
     direction = np.column_stack([row_dir, col_dir, normal])
     geometry = Geometry(
@@ -236,12 +376,91 @@ def _stack(members: list[tuple[Path, Dataset]], patient: str, folder: Path) -> D
     )
 
 
+def _check_slice_count(series: DicomSeries, patient: str, folder: Path) -> None:
+    """PET slices carry NumberOfSlices: fewer files mean lost end slices that geometry can't see."""
+    if series.modality.upper() != "PT":
+        return
+    for path, ds in zip(series.paths, series.datasets, strict=True):
+        expected = as_int(tag_value(ds, "NumberOfSlices", path, patient))
+        if expected is not None and expected != len(series.datasets):
+            raise PatientDataError(
+                patient,
+                folder,
+                f"the folder holds {len(series.datasets)} slices but NumberOfSlices is "
+                f"{expected} in {path.name} (slices missing or extra)",
+                "export the complete PET series again (every slice, one reconstruction)",
+            )
+
+
+def _rescale(ds: Dataset, keyword: str, path: Path, patient: str) -> float:
+    """RescaleSlope/RescaleIntercept: Type 1 in the CT and PET image modules, so never defaulted."""
+    value = tag_value(ds, keyword, path, patient)
+    number = as_float(value)
+    if number is None or not np.isfinite(number) or (keyword == "RescaleSlope" and number <= 0):
+        wanted = "a positive number" if keyword == "RescaleSlope" else "a finite number"
+        state = "missing" if value is None else f"not {wanted} ({_short(value)})"
+        raise PatientDataError(
+            patient,
+            path,
+            f"tag {keyword} is {state}; stored pixel values cannot be rescaled without it",
+            "export the series again from the scanner or PACS with its rescale tags",
+        )
+    return number
+
+
+def _pixel_bytes_check(ds: Dataset, path: Path, patient: str, shape: tuple[int, int]) -> None:
+    """Native (uncompressed) pixel data must hold exactly Rows x Columns samples."""
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    try:
+        compressed = syntax is None or syntax.is_compressed
+    except ValueError:  # not a transfer syntax UID at all
+        raise PatientDataError(
+            patient,
+            path,
+            f"unknown TransferSyntaxUID {_short(str(syntax))}: the pixel data cannot be decoded",
+            "export the series again with a standard transfer syntax (e.g. explicit VR little "
+            "endian)",
+        ) from None
+    if compressed:
+        return
+    data = tag_value(ds, "PixelData", path, patient)
+    if not isinstance(data, bytes) or not data:
+        raise PatientDataError(
+            patient,
+            path,
+            "the file has no pixel data",
+            "replace the file with an intact copy",
+        )
+    bits = as_int(tag_value(ds, "BitsAllocated", path, patient))
+    samples = as_int(tag_value(ds, "SamplesPerPixel", path, patient, 1))
+    if bits is None or bits <= 0 or bits % 8 or samples != 1:
+        raise PatientDataError(
+            patient,
+            path,
+            f"pixel format tags are missing or malformed (BitsAllocated "
+            f"{_short(ds.get('BitsAllocated'))}, SamplesPerPixel {_short(samples)})",
+            "export the series again; CT and PET slices are single-sample grey images",
+        )
+    expected = shape[0] * shape[1] * bits // 8
+    if len(data) not in (expected, expected + expected % 2):
+        raise PatientDataError(
+            patient,
+            path,
+            f"pixel data holds {len(data)} bytes, but Rows x Columns x BitsAllocated "
+            f"({shape[0]} x {shape[1]} x {bits} bits) needs {expected}: truncated file or "
+            "wrong image size tags",
+            "replace the file with an intact copy",
+        )
+
+
 def rescaled_pixels(series: DicomSeries, patient: str) -> np.ndarray:
     """Stack slices as float32 (z, y, x) after each slice's own RescaleSlope/Intercept."""
-    volume = np.empty(
-        (len(series.datasets), series.geometry.size[1], series.geometry.size[0]), dtype=np.float32
-    )
+    shape = (series.geometry.size[1], series.geometry.size[0])
+    volume = np.empty((len(series.datasets), *shape), dtype=np.float32)
     for k, (path, ds) in enumerate(zip(series.paths, series.datasets, strict=True)):
+        slope = _rescale(ds, "RescaleSlope", path, patient)
+        intercept = _rescale(ds, "RescaleIntercept", path, patient)
+        _pixel_bytes_check(ds, path, patient, shape)
         try:
             pixels = ds.pixel_array
         except Exception as exc:  # pydicom raises many types for broken pixel data
@@ -251,9 +470,16 @@ def rescaled_pixels(series: DicomSeries, patient: str) -> np.ndarray:
                 f"pixel data cannot be decoded ({type(exc).__name__}: {exc})"[:300],
                 "replace the file with an intact copy",
             ) from None
-        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-        intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-        volume[k] = pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+        if pixels.shape != shape or pixels.dtype.kind not in "iu":
+            raise PatientDataError(
+                patient,
+                path,
+                f"pixel data decodes to a {pixels.dtype} array of shape {pixels.shape}, not one "
+                f"grey {shape[0]} x {shape[1]} integer image",
+                "export the series as single-frame greyscale slices",
+            )
+        with np.errstate(over="ignore", invalid="ignore"):
+            volume[k] = pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
         if not np.all(np.isfinite(volume[k])):
             raise PatientDataError(
                 patient,
