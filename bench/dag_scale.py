@@ -1,14 +1,16 @@
 """Time `snakemake -n` (DAG build + dry run) for cohorts of N patients.
 
-The cohort is a sheet of N patients whose series folders hold two placeholder files each: a dry
-run reads no image, it only plans jobs. Usage: python bench/dag_scale.py 253 2000
+The cohort is a sheet of N patients whose series folders hold placeholder files (two each unless
+--files-per-series says otherwise): a dry run reads no image, it only plans jobs. Every DICOM file
+is an input of its patient's convert job, so the file count matters too.
+Usage: python bench/dag_scale.py 253 2000 10000 [--files-per-series 150]
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -16,14 +18,14 @@ from pathlib import Path
 from abmseg.workflow_run import run_snakemake
 
 
-def make_cohort(root: Path, n: int) -> Path:
+def make_cohort(root: Path, n: int, files_per_series: int = 2) -> Path:
     lines = ["patient_id\tct\tpet\tlabel"]
     for k in range(n):
         pid = f"P{k:05d}"
         for series in ("CT", "PET"):
             folder = root / pid / series
             folder.mkdir(parents=True)
-            for i in range(2):
+            for i in range(files_per_series):
                 (folder / f"{i}.dcm").touch()
         (root / pid / "label.nii.gz").touch()
         lines.append(f"{pid}\t{pid}/CT\t{pid}/PET\t{pid}/label.nii.gz")
@@ -37,7 +39,8 @@ def dry_run_seconds(sheet: Path, workdir: Path) -> tuple[float, int]:
     proc = run_snakemake(workdir, sheet, "-n", "--quiet", "rules")
     seconds = time.perf_counter() - start
     proc.check_returncode()
-    jobs = sum(
+    # The job table is printed twice (plan and dry-run summary): count its first total only.
+    jobs = next(
         int(line.split()[-1])
         for line in proc.stdout.splitlines()
         if line.strip().split() and line.strip().split()[0] == "total"
@@ -46,13 +49,18 @@ def dry_run_seconds(sheet: Path, workdir: Path) -> tuple[float, int]:
 
 
 def main() -> None:
-    sizes = [int(a) for a in sys.argv[1:]] or [253, 2000]
+    parser = argparse.ArgumentParser()
+    parser.add_argument("sizes", type=int, nargs="*", default=[253, 2000, 10000])
+    parser.add_argument("--files-per-series", type=int, default=2)
+    args = parser.parse_args()
+    sizes = args.sizes
     print(f"machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"{args.files_per_series} DICOM files per series")
     print("| patients | jobs planned | `snakemake -n` seconds |\n|---|---|---|")
     for n in sizes:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
-            sheet = make_cohort(root / "cohort", n)
+            sheet = make_cohort(root / "cohort", n, args.files_per_series)
             (root / "work").mkdir()
             seconds, jobs = dry_run_seconds(sheet, root / "work")
             print(f"| {n} | {jobs} | {seconds:.2f} |")

@@ -5,7 +5,7 @@ memory grows with the number of patients.
    PET 192 x 192) with the demo's model settings (config/demo.yaml), `--cores 2`; prints the
    max_rss (MB) of every rule from benchmarks/**/*.tsv (max and median over its jobs).
 2. The steps whose input is the whole cohort (split, aggregate), run alone in a fresh
-   process for N patients; prints each one's peak RSS (ru_maxrss).
+   process for N patients; prints each one's peak RSS (VmHWM).
 
 Usage: python bench/peak_rss.py --patients 4 --work /tmp/rss [--sizes 253 2000 10000]
 """
@@ -88,7 +88,16 @@ def measure(step: str, n: int, template: Path) -> None:
                 path.write_text(json.dumps(record))
                 files.append(path)
             aggregate_files(files, folder / "a.tsv", folder / "b.tsv", folder / "c.md")
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(peak_rss_mb())
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM). Not ru_maxrss: Linux carries that across exec from the
+    parent that forked us, so a child of a big parent would report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def cohort_growth(sizes: list[int], template: Path) -> None:
