@@ -1,0 +1,326 @@
+"""ABM label images out as DICOM Segmentation (SEG) objects on the original CT series, and back.
+
+A treatment-planning system places a SEG on the CT it references: the SEG carries the CT's
+patient, study and frame of reference, and each of its frames names the CT slice (SOP Instance
+UID) it lies on. :func:`write_dicom_seg` builds one with highdicom from a label image (0
+background, one value per ABM region) that lies on exactly the CT series' grid;
+:func:`read_dicom_seg` turns such a file back into a label image on a CT grid, placing every
+frame by its own plane position (highdicom stores frames sorted along the slice normal, not in
+the order they were given).
+
+Coded concepts of each segment (one per region present in the label):
+
+* segmented property category: SCT 85756007 "Tissue";
+* segmented property type: SCT 14016003 "Bone Marrow";
+* anatomic region: SCT 297173004 "Lumbosacral region of spine" (``lumbosacral_spine``),
+  SCT 22356005 "Ilium" (``ilium``), SCT 118645006 "Pelvis" (bone structure of pelvis; for
+  ``lower_pelvis`` and any other region name);
+* algorithm: AUTOMATIC, name "abmseg", family DCM 123110 "Artificial Intelligence", version
+  ``abmseg.__version__``; its AlgorithmParameters hold ``label_value=<n>``, the region's value in
+  the label image, so a reader maps segments back to values without the regions table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import SimpleITK as sitk
+from pydicom.sr.codedict import codes
+from pydicom.uid import SegmentationStorage, generate_uid
+
+from abmseg import __version__
+from abmseg.atomic import write_atomic
+from abmseg.errors import PatientDataError
+from abmseg.io.dicom_series import DicomSeries
+from abmseg.io.volume import Geometry
+
+ALGORITHM_NAME = "abmseg"
+LABEL_VALUE_PARAMETER = "label_value"
+SEGMENT_CATEGORY = codes.SCT.Tissue
+SEGMENT_TYPE = codes.SCT.BoneMarrow
+ANATOMIC_REGIONS = {
+    "lumbosacral_spine": codes.SCT.LumbosacralRegionOfSpineStructure,
+    "ilium": codes.SCT.Ilium,
+    "lower_pelvis": codes.SCT.BoneStructureOfPelvis,
+}
+DEFAULT_ANATOMIC_REGION = codes.SCT.BoneStructureOfPelvis
+# Display colours (RGB) by label value: what a planning system draws the contours in.
+REGION_COLOURS = {1: (230, 25, 75), 2: (60, 180, 75), 3: (0, 130, 200)}
+DEFAULT_COLOUR = (255, 225, 25)
+GEOMETRY_TOLERANCE_MM = 1e-3
+# Frame positions are decimal strings (DS, 16 characters): allow their rounding.
+POSITION_TOLERANCE_MM = 1e-2
+
+
+def _check_regions(regions: Mapping[str, int]) -> dict[int, str]:
+    """The regions table as {label value: name}; a malformed table is a configuration error."""
+    if not regions:
+        raise ValueError("the regions table is empty")
+    by_value: dict[int, str] = {}
+    for name, value in regions.items():
+        if not isinstance(name, str) or not name.strip() or len(name) > 64:
+            raise ValueError(f"region name {name!r} must be a non-empty text of at most 64 chars")
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise ValueError(f"region {name!r} has the non-integer label value {value!r}")
+        if not 1 <= int(value) <= 255:
+            raise ValueError(f"region {name!r} has label value {value}, outside 1..255")
+        if int(value) in by_value:
+            raise ValueError(
+                f"regions {by_value[int(value)]!r} and {name!r} share the label value {value}"
+            )
+        by_value[int(value)] = name
+    return by_value
+
+
+def _label_array(label: sitk.Image, ct_series: DicomSeries, out_path: Path, patient: str):
+    """The label as a (z, y, x) array on the CT series' grid, or a refusal saying why not."""
+    if label.GetDimension() != 3 or label.GetNumberOfComponentsPerPixel() != 1:
+        raise PatientDataError(
+            patient,
+            out_path,
+            f"the label image is not a 3-D scalar image (dimension {label.GetDimension()}, "
+            f"{label.GetNumberOfComponentsPerPixel()} components)",
+            "export a 3-D label map (0 background, one value per region) on the CT grid",
+        )
+    geometry = Geometry.of(label)
+    if not geometry.matches(ct_series.geometry, tol_mm=GEOMETRY_TOLERANCE_MM):
+        raise PatientDataError(
+            patient,
+            out_path,
+            "the label image does not lie on the CT series' grid (label "
+            f"{geometry.as_dict()}, CT series {ct_series.geometry.as_dict()})",
+            "export the mask that is on the planning-CT grid (abm_ct.nii.gz) and pass the CT "
+            "series it was computed from",
+        )
+    return sitk.GetArrayViewFromImage(label)
+
+
+def write_dicom_seg(
+    label: sitk.Image,
+    ct_series: DicomSeries,
+    regions: Mapping[str, int],
+    out_path: str | Path,
+    patient: str,
+    *,
+    series_number: int = 901,
+    instance_number: int = 1,
+    series_description: str = "ABM segmentation (abmseg)",
+) -> None:
+    """Write ``label`` (0 background, region values from ``regions``) as a binary DICOM SEG.
+
+    ``label`` must lie on ``ct_series``' grid (within 1e-3 mm) and hold only 0 and the values of
+    ``regions`` (name -> label value); one segment is written per region present, labelled with
+    the region's name. Patient, study and frame of reference are copied from the CT by highdicom,
+    which also references every CT slice; nothing else identifying is added. The file appears at
+    ``out_path`` only when complete.
+    """
+    out_path = Path(out_path)
+    by_value = _check_regions(regions)
+    if not ct_series.datasets:
+        raise ValueError("the CT series holds no slices")
+    array = _label_array(label, ct_series, out_path, patient)
+    values = np.unique(array)
+    unknown = [v.item() for v in values if v != 0 and v not in by_value]
+    if unknown:
+        shown = ", ".join(str(v) for v in unknown[:10])
+        raise PatientDataError(
+            patient,
+            out_path,
+            f"the label image holds values not in the regions table ({shown}; the table has "
+            f"{', '.join(f'{n}={v}' for v, n in sorted(by_value.items()))})",
+            "export the label map the model wrote for this regions table, or correct the "
+            "regions table",
+        )
+    present = [int(v) for v in values if v != 0]
+    if not present:
+        raise PatientDataError(
+            patient,
+            out_path,
+            "the label image is empty (no region voxels): a SEG without segments cannot be written",
+            "check the prediction for this patient; there is nothing to export",
+        )
+
+    # Segment numbers run 1..k over the regions present, in order of label value.
+    lookup = np.zeros(256, dtype=np.uint8)
+    for number, value in enumerate(present, start=1):
+        lookup[value] = number
+    # Frame k of the array is CT slice k: DicomSeries sorts its datasets along the slice normal,
+    # the same order as the volume's z axis (highdicom pairs pixel_array[k] with
+    # source_images[k]).
+    segment_map = lookup[np.asarray(array, dtype=np.int64)]
+
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=by_value[value],
+            segmented_property_category=SEGMENT_CATEGORY,
+            segmented_property_type=SEGMENT_TYPE,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=hd.AlgorithmIdentificationSequence(
+                name=ALGORITHM_NAME,
+                family=codes.DCM.ArtificialIntelligence,
+                version=__version__,
+                parameters={LABEL_VALUE_PARAMETER: str(value)},
+            ),
+            anatomic_regions=[ANATOMIC_REGIONS.get(by_value[value], DEFAULT_ANATOMIC_REGION)],
+            display_color=hd.color.CIELabColor.from_rgb(*REGION_COLOURS.get(value, DEFAULT_COLOUR)),
+        )
+        for number, value in enumerate(present, start=1)
+    ]
+    seg = hd.seg.Segmentation(
+        source_images=list(ct_series.datasets),
+        pixel_array=segment_map,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=generate_uid(),
+        series_number=series_number,
+        sop_instance_uid=generate_uid(),
+        instance_number=instance_number,
+        manufacturer="abmseg",
+        manufacturer_model_name="abmseg pelvic ABM segmentation",
+        software_versions=__version__,
+        device_serial_number="none",
+        content_label="ABM",
+        content_description="Pelvic active bone marrow regions",
+        omit_empty_frames=True,
+    )
+    seg.SeriesDescription = series_description
+    write_atomic(out_path, lambda tmp: seg.save_as(tmp))
+
+
+def _refuse(path: Path, problem: str, patient: str | None) -> PatientDataError:
+    return PatientDataError(
+        patient,
+        path,
+        problem,
+        "read the SEG against the CT it was made on (results/.../ct.nii.gz of the same patient)",
+    )
+
+
+def _segment_values(seg: hd.seg.Segmentation, regions: Mapping[str, int] | None, path, patient):
+    """{segment number: label value}: from the regions table when given, else from each
+    segment's ``label_value`` algorithm parameter, else the segment number itself."""
+    by_name = dict(regions) if regions is not None else None
+    values: dict[int, int] = {}
+    for item in seg.SegmentSequence:
+        number = int(item.SegmentNumber)
+        name = str(item.get("SegmentLabel", ""))
+        if by_name is not None:
+            if name not in by_name:
+                raise _refuse(
+                    path, f"segment {number} '{name}' is not in the regions table", patient
+                )
+            values[number] = int(by_name[name])
+            continue
+        value = number
+        for algorithm in item.get("SegmentationAlgorithmIdentificationSequence", []):
+            text = str(algorithm.get("AlgorithmParameters", ""))
+            for pair in text.split(","):
+                key, _, found = pair.partition("=")
+                if key.strip() == LABEL_VALUE_PARAMETER and found.strip().isdigit():
+                    value = int(found.strip())
+        values[number] = value
+    if any(not 1 <= v <= 255 for v in values.values()):
+        raise _refuse(
+            path, f"segment label values {sorted(values.values())} exceed 1..255", patient
+        )
+    return values
+
+
+def read_dicom_seg(
+    path: str | Path,
+    ct: sitk.Image,
+    *,
+    regions: Mapping[str, int] | None = None,
+    patient: str | None = None,
+) -> sitk.Image:
+    """A binary DICOM SEG as a uint8 label image on ``ct``'s grid.
+
+    Each frame is placed by its own ImagePositionPatient (it must fall on a CT slice) and given
+    its segment's label value: from ``regions`` (segment label -> value) when given, else from the
+    ``label_value`` parameter :func:`write_dicom_seg` stores, else the segment number. Voxels not
+    covered by any frame are 0. A SEG whose orientation, pixel spacing or matrix differs from the
+    CT's, or whose segments overlap, is refused.
+    """
+    path = Path(path)
+    try:
+        seg = hd.seg.segread(path)
+    except Exception as exc:  # pydicom/highdicom raise many types for a bad file
+        raise _refuse(
+            path, f"not a readable DICOM SEG ({type(exc).__name__}: {str(exc)[:160]})", patient
+        ) from None
+    if seg.SOPClassUID != SegmentationStorage:
+        raise _refuse(path, f"SOP class {seg.SOPClassUID} is not Segmentation Storage", patient)
+    if str(seg.SegmentationType) != "BINARY":
+        raise _refuse(
+            path, f"SegmentationType {seg.SegmentationType} (only BINARY is read)", patient
+        )
+    geometry = Geometry.of(ct)
+    direction = np.array(geometry.direction).reshape(3, 3)
+    size_x, size_y, size_z = geometry.size
+    if (int(seg.Rows), int(seg.Columns)) != (size_y, size_x):
+        raise _refuse(
+            path,
+            f"SEG frames are {seg.Rows} x {seg.Columns} pixels, the CT's {size_y} x {size_x}",
+            patient,
+        )
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    orientation = np.array(shared.PlaneOrientationSequence[0].ImageOrientationPatient, dtype=float)
+    if not np.allclose(orientation, direction.T[:2].flatten(), atol=1e-4):
+        raise _refuse(
+            path,
+            f"SEG orientation {orientation.tolist()} differs from the CT's "
+            f"{direction.T[:2].flatten().tolist()}",
+            patient,
+        )
+    spacing = np.array(shared.PixelMeasuresSequence[0].PixelSpacing, dtype=float)  # row, col
+    if not np.allclose(spacing, geometry.spacing[1::-1], atol=GEOMETRY_TOLERANCE_MM):
+        raise _refuse(
+            path,
+            f"SEG pixel spacing {spacing.tolist()} differs from the CT's "
+            f"{list(geometry.spacing[1::-1])}",
+            patient,
+        )
+    values = _segment_values(seg, regions, path, patient)
+
+    pixels = seg.pixel_array
+    if pixels.ndim == 2:
+        pixels = pixels[np.newaxis]
+    frames = seg.PerFrameFunctionalGroupsSequence
+    if len(frames) != pixels.shape[0]:
+        raise _refuse(
+            path, f"{len(frames)} frame descriptions for {pixels.shape[0]} frames", patient
+        )
+    origin = np.array(geometry.origin)
+    step = np.array(geometry.spacing)
+    labels = np.zeros((size_z, size_y, size_x), dtype=np.uint8)
+    for frame, item in zip(pixels, frames, strict=True):
+        number = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        if number not in values:
+            raise _refuse(path, f"a frame refers to the undescribed segment {number}", patient)
+        position = np.array(item.PlanePositionSequence[0].ImagePositionPatient, dtype=float)
+        offset_mm = direction.T @ (position - origin)  # along the x, y, z index axes
+        k = int(round(offset_mm[2] / step[2]))
+        if (
+            not np.allclose(offset_mm[:2], 0, atol=POSITION_TOLERANCE_MM)
+            or abs(offset_mm[2] - k * step[2]) > POSITION_TOLERANCE_MM
+            or not 0 <= k < size_z
+        ):
+            raise _refuse(
+                path,
+                f"a frame at {position.tolist()} does not lie on a slice of the CT grid",
+                patient,
+            )
+        mask = frame != 0
+        clash = mask & (labels[k] != 0) & (labels[k] != values[number])
+        if clash.any():
+            raise _refuse(
+                path, f"segments overlap on slice {k}: not representable as one label", patient
+            )
+        labels[k][mask] = values[number]
+    image = sitk.GetImageFromArray(labels)
+    image.CopyInformation(ct)
+    return image
