@@ -17,5 +17,7 @@ with rule_step(snakemake) as log:
             meta=snakemake.output.meta,
         ),
         allowed_labels=snakemake.params.labels,
+        regions=snakemake.params.regions,
+        roi_aliases=snakemake.params.roi_aliases,
     )
-    log.info("SUV: %s", meta["pet"]["suv"]["method"])
+    log.info("SUV: %s; label from %s", meta["pet"]["suv"]["method"], meta["label"]["source"])

@@ -15,7 +15,13 @@ from abmseg.provenance.errors import ProvenanceError
 def _synth(args: argparse.Namespace) -> None:
     from abmseg.synth import generate_cohort
 
-    sheet = generate_cohort(args.out, n_patients=args.patients, seed=args.seed, preset=args.preset)
+    sheet = generate_cohort(
+        args.out,
+        n_patients=args.patients,
+        seed=args.seed,
+        preset=args.preset,
+        label_format=args.label_format,
+    )
     print(f"wrote {args.patients} synthetic patients; cohort sheet: {sheet}")
 
 
@@ -161,13 +167,19 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--patients", type=int, default=6, help="number of patients")
     synth.add_argument("--seed", type=int, default=0, help="seed; same seed, same bytes")
     synth.add_argument("--preset", choices=["tiny", "paper"], default="tiny")
+    synth.add_argument(
+        "--label-format",
+        choices=["nifti", "rtstruct"],
+        default="nifti",
+        help="labels as NIfTI, or as an RTSTRUCT of the CT (as a planning system exports them)",
+    )
     synth.set_defaults(func=_synth)
 
     convert = sub.add_parser("convert", help="one patient's DICOM CT/PET and label to NIfTI")
     convert.add_argument("--patient", required=True)
     convert.add_argument("--ct", required=True, help="CT series folder")
     convert.add_argument("--pet", required=True, help="PET series folder")
-    convert.add_argument("--label", required=True, help="label NIfTI on the CT")
+    convert.add_argument("--label", required=True, help="label NIfTI on the CT, or an RTSTRUCT")
     convert.add_argument("--out", required=True, help="output folder")
     convert.set_defaults(func=_convert)
 

@@ -21,6 +21,8 @@ rule convert:
         ct_dir=get_series_folder("ct"),
         pet_dir=get_series_folder("pet"),
         labels=region_labels(),
+        regions=config["regions"],
+        roi_aliases=config["roi_aliases"],
     script:
         "../../scripts/convert.py"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,11 +70,72 @@ def convert_pet(pet_dir: str | Path, patient: str) -> tuple[sitk.Image, dict]:
     return image_from_array(suv.astype(np.float32), series.geometry), meta
 
 
-def label_on_ct_grid(
-    label_path: str | Path, ct: sitk.Image, patient: str, allowed_labels: list[int]
+DEFAULT_REGIONS = {"lumbosacral_spine": 1, "ilium": 2, "lower_pelvis": 3}
+
+
+def is_dicom_file(path: str | Path) -> bool:
+    """A DICOM Part 10 file (the 'DICM' marker after the 128-byte preamble)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def rtstruct_on_ct_grid(
+    label_path: str | Path,
+    ct: sitk.Image,
+    patient: str,
+    regions: Mapping[str, int],
+    roi_aliases: Mapping[str, Sequence[str]] | None,
+    frame_of_reference: str,
 ) -> tuple[sitk.Image, dict]:
-    """Read the label and place it on the CT grid (nearest neighbour when grids differ)."""
-    label = read_nifti(label_path, patient)
+    """Fill an RTSTRUCT's region ROIs onto the CT grid; the meta names the ROIs used (ROI names
+    of other structures are only counted: they are free text)."""
+    from abmseg.rt.rtstruct import load_rtstruct  # pydicom-heavy, only for RTSTRUCT labels
+
+    loaded = load_rtstruct(
+        label_path, ct, patient, regions, roi_aliases, frame_of_reference=frame_of_reference
+    )
+    missing = sorted(set(regions) - set(loaded.matched))
+    if missing:
+        raise PatientDataError(
+            patient,
+            label_path,
+            f"the RTSTRUCT has no ROI for region(s) {missing} (ROIs that match no region: "
+            f"{loaded.ignored})",
+            "name the ROI after the region or add its name to roi_aliases in the config",
+        )
+    return loaded.image, {
+        "source": "rtstruct",
+        "rois": {region: loaded.matched[region] for region in sorted(loaded.matched)},
+        "other_rois_ignored": len(loaded.ignored),
+        "overlap_voxels": loaded.overlap_voxels,
+    }
+
+
+def label_on_ct_grid(
+    label_path: str | Path,
+    ct: sitk.Image,
+    patient: str,
+    allowed_labels: list[int],
+    rtstruct: dict | None = None,
+) -> tuple[sitk.Image, dict]:
+    """Read the label (NIfTI, or an RTSTRUCT when ``rtstruct`` gives its regions, aliases and
+    the CT's frame of reference) and place it on the CT grid (nearest neighbour when grids
+    differ)."""
+    source: dict = {"source": "nifti"}
+    if is_dicom_file(label_path):
+        if rtstruct is None:
+            raise PatientDataError(
+                patient,
+                label_path,
+                "the label is a DICOM file but no region table was given to read it as RTSTRUCT",
+                "pass the regions and ROI aliases (the pipeline does) or give a NIfTI label",
+            )
+        label, source = rtstruct_on_ct_grid(label_path, ct, patient, **rtstruct)
+    else:
+        label = read_nifti(label_path, patient)
     array = sitk.GetArrayViewFromImage(label)
     if not np.all(np.isfinite(array)) or np.any(np.mod(array, 1) != 0):
         raise PatientDataError(
@@ -107,6 +169,7 @@ def label_on_ct_grid(
             "check that the label belongs to this patient's CT (same frame of reference)",
         )
     return label, {
+        **source,
         "resampled_to_ct_grid": resampled,
         "voxels_per_label": {str(k): int(counts[k]) for k in allowed_labels},
     }
@@ -119,11 +182,22 @@ def convert_patient(
     label_path: str | Path,
     out: ConvertedPaths,
     allowed_labels: list[int],
+    regions: Mapping[str, int] | None = None,
+    roi_aliases: Mapping[str, Sequence[str]] | None = None,
 ) -> dict:
-    """Convert everything for one patient; outputs appear only when all inputs were valid."""
+    """Convert everything for one patient; outputs appear only when all inputs were valid.
+
+    The label may be a NIfTI image or an RTSTRUCT of the patient's CT; ROI names of an RTSTRUCT
+    are matched to ``regions`` (name -> label value) directly or through ``roi_aliases``.
+    """
     ct, ct_meta = convert_ct(ct_dir, patient)
     pet, pet_meta = convert_pet(pet_dir, patient)
-    label, label_meta = label_on_ct_grid(label_path, ct, patient, allowed_labels)
+    rtstruct = {
+        "regions": dict(regions or DEFAULT_REGIONS),
+        "roi_aliases": roi_aliases,
+        "frame_of_reference": ct_meta["frame_of_reference_sha256_16"],
+    }
+    label, label_meta = label_on_ct_grid(label_path, ct, patient, allowed_labels, rtstruct)
     meta = {
         "patient_id": patient,
         "abmseg_version": __version__,

@@ -165,15 +165,40 @@ def _replace_dir(tmp: Path, target: Path) -> None:
         shutil.rmtree(old)
 
 
-def generate_cohort(out_dir: str | Path, n_patients: int, seed: int, preset: str = "tiny") -> Path:
+LABEL_FILES = {"nifti": "label.nii.gz", "rtstruct": "label.dcm"}
+
+
+def label_as_rtstruct(folder: Path, patient: str) -> None:
+    """Replace folder/label.nii.gz by label.dcm, an RTSTRUCT of the patient's CT series."""
+    from abmseg.io.convert import DEFAULT_REGIONS
+    from abmseg.io.dicom_series import read_series
+    from abmseg.rt.rtstruct import write_rtstruct
+
+    label = sitk.ReadImage(str(folder / "label.nii.gz"))
+    series = read_series(folder / "CT", "CT", patient)
+    write_rtstruct(label, series, DEFAULT_REGIONS, folder / "label.dcm", patient=patient)
+    (folder / "label.nii.gz").unlink()
+
+
+def generate_cohort(
+    out_dir: str | Path,
+    n_patients: int,
+    seed: int,
+    preset: str = "tiny",
+    label_format: str = "nifti",
+) -> Path:
     """Write OUT/<patient>/CT/*.dcm, OUT/<patient>/PET/*.dcm, OUT/<patient>/label.nii.gz,
-    OUT/<patient>/truth.json and OUT/patients.tsv; return the sheet path.
+    OUT/<patient>/truth.json and OUT/patients.tsv; return the sheet path. ``label_format``
+    "rtstruct" writes the labels as an RT Structure Set of the CT (label.dcm) instead, as a
+    treatment-planning system would export them.
 
     Patients are built in hidden temporary folders and renamed into place; the sheet is removed
     first and written last, so a crash never leaves a sheet that points at half a patient.
     """
     if n_patients < 1:
         raise ValueError(f"n_patients must be at least 1, got {n_patients}")
+    if label_format not in LABEL_FILES:
+        raise ValueError(f"label_format must be one of {sorted(LABEL_FILES)}, got {label_format}")
     pr = get_preset(preset)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -185,12 +210,15 @@ def generate_cohort(out_dir: str | Path, n_patients: int, seed: int, preset: str
         tmp = Path(tempfile.mkdtemp(prefix=f".{pid}.", suffix=".part", dir=out))
         try:
             write_patient(simulate_patient(seed, index, pr), tmp, seed)
+            if label_format == "rtstruct":
+                label_as_rtstruct(tmp, pid)
             tmp.chmod(0o755)
             _replace_dir(tmp, out / pid)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp)
-        rows.append("\t".join([pid, f"{pid}/CT", f"{pid}/PET", f"{pid}/label.nii.gz"]))
+        label = f"{pid}/{LABEL_FILES[label_format]}"
+        rows.append("\t".join([pid, f"{pid}/CT", f"{pid}/PET", label]))
     text = "\n".join(rows) + "\n"
     write_atomic(sheet, lambda tmp: _write_readable(tmp, text))
     return sheet
