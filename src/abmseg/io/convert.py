@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ import SimpleITK as sitk
 from abmseg import __version__
 from abmseg.atomic import write_json
 from abmseg.errors import PatientDataError
-from abmseg.io.dicom_series import DicomSeries, read_series, rescaled_pixels
+from abmseg.io.dicom_series import DicomSeries, read_series, rescaled_pixels, uid_digest
 from abmseg.io.suv import suv_scale
 from abmseg.io.volume import Geometry, image_from_array, read_nifti, write_nifti
 
@@ -26,18 +25,13 @@ class ConvertedPaths:
     meta: Path
 
 
-def _uid_digest(uid: str) -> str:
-    """A one-way digest of a UID: lets results be matched to series without carrying the UID."""
-    return hashlib.sha256(uid.encode()).hexdigest()[:16]
-
-
 def _series_meta(series: DicomSeries) -> dict:
     first = series.datasets[0]
     return {
         "modality": series.modality,
         "n_slices": len(series.datasets),
-        "series_uid_sha256_16": _uid_digest(str(first.get("SeriesInstanceUID", ""))),
-        "frame_of_reference_sha256_16": _uid_digest(str(first.get("FrameOfReferenceUID", ""))),
+        "series_uid_sha256_16": uid_digest(str(first.get("SeriesInstanceUID", ""))),
+        "frame_of_reference_sha256_16": uid_digest(str(first.get("FrameOfReferenceUID", ""))),
         "manufacturer": str(first.get("Manufacturer", "")),
         "geometry": series.geometry.as_dict(),
     }

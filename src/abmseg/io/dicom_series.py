@@ -7,6 +7,7 @@ write a wrong geometry in that case.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,12 @@ class DicomSeries:
     @property
     def modality(self) -> str:
         return str(self.datasets[0].get("Modality", ""))
+
+
+def uid_digest(uid: str) -> str:
+    """A one-way digest of a UID (sha256, 16 hex): results can be matched to series without
+    carrying the UID itself."""
+    return hashlib.sha256(uid.encode()).hexdigest()[:16]
 
 
 def list_dicom_files(folder: str | Path) -> list[Path]:

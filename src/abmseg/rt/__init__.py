@@ -3,7 +3,6 @@
 from abmseg.rt.contours import fill_polygons, mask_to_contours
 from abmseg.rt.rtstruct import (
     RtstructLabel,
-    frame_of_reference_digest,
     load_rtstruct,
     read_rtstruct,
     write_rtstruct,
@@ -12,7 +11,6 @@ from abmseg.rt.rtstruct import (
 __all__ = [
     "RtstructLabel",
     "fill_polygons",
-    "frame_of_reference_digest",
     "load_rtstruct",
     "mask_to_contours",
     "read_rtstruct",

@@ -11,7 +11,6 @@ match no region (BODY, PTV...) are ignored and reported.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 from abmseg import __version__
 from abmseg.atomic import write_atomic
 from abmseg.errors import PatientDataError
-from abmseg.io.dicom_series import DicomSeries
+from abmseg.io.dicom_series import DicomSeries, uid_digest
 from abmseg.io.volume import Geometry, image_like
 from abmseg.rt.contours import fill_polygons, mask_to_contours
 
@@ -68,11 +67,6 @@ TYPE2_KEYWORDS = (
 DEFAULT_COLOURS = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180))
 # A contour must lie within this fraction of the slice step of a CT slice centre.
 SLICE_TOLERANCE = 0.25
-
-
-def frame_of_reference_digest(uid: str) -> str:
-    """The one-way digest of a UID that conversion stores in meta.json (sha256, 16 hex)."""
-    return hashlib.sha256(uid.encode()).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------------------- writing
@@ -413,7 +407,7 @@ def load_rtstruct(
     fallback = _frame_uids(ds)
     for (number,) in by_region.values():
         frame = frames[number] or (fallback[0] if len(fallback) == 1 else "")
-        if frame_of_reference not in (frame, frame_of_reference_digest(frame)):
+        if frame_of_reference not in (frame, uid_digest(frame)):
             raise PatientDataError(
                 patient,
                 path,
