@@ -129,8 +129,8 @@ def test_seg_references_the_ct_and_carries_no_new_identity(ct_case, written):
         assert segment.SegmentedPropertyTypeCodeSequence[0].CodeValue == "14016003"
 
 
-def test_absent_regions_keep_their_label_values(ct_case, tmp_path):
-    """Only regions 1 and 3 present: segments 1 and 2, read back as values 1 and 3."""
+def test_absent_regions_are_empty_segments(ct_case, tmp_path):
+    """Region 2 absent: still segments 1, 2, 3 (2 with no frames), read back as values 1 and 3."""
     series, ct, label = ct_case
     array = sitk.GetArrayFromImage(label)
     array[array == 2] = 0
@@ -141,9 +141,28 @@ def test_absent_regions_keep_their_label_values(ct_case, tmp_path):
     seg = pydicom.dcmread(out)
     assert [(int(s.SegmentNumber), str(s.SegmentLabel)) for s in seg.SegmentSequence] == [
         (1, "lumbosacral_spine"),
-        (2, "lower_pelvis"),
+        (2, "ilium"),
+        (3, "lower_pelvis"),
     ]
+    framed = {
+        int(f.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        for f in seg.PerFrameFunctionalGroupsSequence
+    }
+    assert framed == {1, 3}
     np.testing.assert_array_equal(sitk.GetArrayFromImage(read_dicom_seg(out, ct)), array)
+
+
+def test_an_empty_label_gives_a_seg_with_empty_segments(ct_case, tmp_path):
+    """No ABM predicted: a valid SEG saying so (three empty segments), read back as all zero."""
+    series, ct, label = ct_case
+    empty = sitk.Image(label.GetSize(), sitk.sitkUInt8)
+    empty.CopyInformation(label)
+    out = tmp_path / "empty.dcm"
+    write_dicom_seg(empty, series, REGIONS, out, "SYN001")
+    seg = hd.seg.segread(out)
+    assert len(seg.SegmentSequence) == 3
+    assert not np.any(seg.pixel_array)
+    assert not np.any(sitk.GetArrayFromImage(read_dicom_seg(out, ct)))
 
 
 def test_series_with_the_slice_normal_pointing_to_the_feet(converted, tmp_path):
@@ -197,7 +216,7 @@ def test_label_off_the_ct_grid_is_refused(ct_case, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_unknown_label_values_and_empty_labels_are_refused(ct_case, tmp_path):
+def test_unknown_label_values_and_bad_region_tables_are_refused(ct_case, tmp_path):
     series, _, label = ct_case
     array = sitk.GetArrayFromImage(label)
     array[0, 0, 0] = 7
@@ -209,10 +228,6 @@ def test_unknown_label_values_and_empty_labels_are_refused(ct_case, tmp_path):
     assert "regions table" in caught.value.fix
     with pytest.raises(PatientDataError, match="not in the regions table"):
         write_dicom_seg(label, series, {"lumbosacral_spine": 1, "ilium": 2}, out, "SYN001")
-    empty = sitk.Image(label.GetSize(), sitk.sitkUInt8)
-    empty.CopyInformation(label)
-    with pytest.raises(PatientDataError, match="empty"):
-        write_dicom_seg(empty, series, REGIONS, out, "SYN001")
     with pytest.raises(ValueError, match="share the label value"):
         write_dicom_seg(label, series, {"a": 1, "b": 1}, out, "SYN001")
     assert not list(tmp_path.iterdir())

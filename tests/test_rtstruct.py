@@ -229,6 +229,20 @@ def test_each_write_gets_new_uids(tmp_path, ct, series, known_label):
     assert a.SOPInstanceUID != b.SOPInstanceUID and a.SeriesInstanceUID != b.SeriesInstanceUID
 
 
+def test_an_empty_label_gives_every_region_as_an_roi_without_contours(tmp_path, ct, series, frame):
+    """No ABM predicted: the structure set still names the three regions, each without contours,
+    and reads back as an all-zero label."""
+    path = tmp_path / "empty.dcm"
+    write_rtstruct(image_like(np.zeros(ct.GetSize()[::-1], np.uint8), ct), series, REGIONS, path)
+    ds = pydicom.dcmread(path)
+    assert [(r.ROINumber, r.ROIName) for r in ds.StructureSetROISequence] == [
+        (v, k) for k, v in REGIONS.items()
+    ]
+    assert all("ContourSequence" not in item for item in ds.ROIContourSequence)
+    back = load_rtstruct(path, ct, "SYN001", REGIONS, ALIASES, frame_of_reference=frame)
+    assert not np.any(sitk.GetArrayFromImage(back.image))
+
+
 def test_writer_refuses_a_label_off_the_ct_grid_or_with_unknown_values(
     tmp_path, ct, series, known_label
 ):

@@ -1,8 +1,8 @@
 """DICOM RT Structure Sets: ABM labels out as contours, contoured ABM regions in as labels.
 
-Writing: one ROI per region value present in a label on the CT grid, one CLOSED_PLANAR contour per
-outline (outer borders and holes) per axial slice, each referencing its CT slice. Patient and
-study attributes are copied from the CT, nothing else identifying is added.
+Writing: one ROI per region of the table (empty where the label lacks it), one CLOSED_PLANAR
+contour per outline (outer borders and holes) per axial slice, each referencing its CT slice.
+Patient and study attributes are copied from the CT, nothing else identifying is added.
 
 Reading: ROI names are matched to regions case-insensitively, through configured aliases; the
 matched ROIs' contours are filled onto the CT grid with the even-odd rule (holes cancel). ROIs that
@@ -134,7 +134,8 @@ def write_rtstruct(
 ) -> None:
     """Write ``label`` (region values on the CT grid) as an RT Structure Set of ``ct_series``.
 
-    One ROI per region value present (named from ``regions``, numbered by its value), one
+    One ROI per region of ``regions`` (named from it, numbered by its value; a region absent from
+    the label is an ROI without contours, so every export names the same regions), one
     CLOSED_PLANAR contour per outline and slice, referencing that CT slice. New, unique
     SOP instance and series UIDs; the file is written atomically (Implicit VR Little Endian, whose
     32-bit lengths hold contours of any size; explicit VR DS elements stop at 64 KiB).
@@ -150,8 +151,9 @@ def write_rtstruct(
         )
     array = sitk.GetArrayViewFromImage(label)
     by_value = {int(value): name for name, value in regions.items()}
-    present = sorted(int(v) for v in np.unique(array) if v != 0)
-    unknown = [v for v in present if v not in by_value]
+    found = sorted(int(v) for v in np.unique(array) if v != 0)
+    unknown = [v for v in found if v not in by_value]
+    present = sorted(by_value)  # every region: one the model did not find is an empty ROI
     if unknown:
         raise PatientDataError(
             patient,
@@ -235,13 +237,10 @@ def write_rtstruct(
                 ROIGenerationDescription=f"{software} {version}",
             )
         )
-        roi_contours.append(
-            _item(
-                ReferencedROINumber=value,
-                ROIDisplayColor=[int(c) for c in colour],
-                ContourSequence=DicomSequence(contours),
-            )
-        )
+        roi_contour = _item(ReferencedROINumber=value, ROIDisplayColor=[int(c) for c in colour])
+        if contours:  # an empty ROI has no Contour Sequence (type 3), not an empty one
+            roi_contour.ContourSequence = DicomSequence(contours)
+        roi_contours.append(roi_contour)
         observations.append(
             _item(
                 ObservationNumber=value,

@@ -8,7 +8,8 @@ background, one value per ABM region) that lies on exactly the CT series' grid;
 frame by its own plane position (highdicom stores frames sorted along the slice normal, not in
 the order they were given).
 
-Coded concepts of each segment (one per region present in the label):
+Coded concepts of each segment (one per region of the table, present in the label or not: a
+region the model did not find is an empty segment, so every SEG describes the same regions):
 
 * segmented property category: SCT 85756007 "Tissue";
 * segmented property type: SCT 14016003 "Bone Marrow";
@@ -112,8 +113,9 @@ def write_dicom_seg(
     """Write ``label`` (0 background, region values from ``regions``) as a binary DICOM SEG.
 
     ``label`` must lie on ``ct_series``' grid (within 1e-3 mm) and hold only 0 and the values of
-    ``regions`` (name -> label value); one segment is written per region present, labelled with
-    the region's name. Patient, study and frame of reference are copied from the CT by highdicom,
+    ``regions`` (name -> label value); one segment is written per region of the table, labelled
+    with the region's name (an empty label gives empty segments: the SEG then says "no ABM found"
+    rather than failing). Patient, study and frame of reference are copied from the CT by highdicom,
     which also references every CT slice; nothing else identifying is added. The file appears at
     ``out_path`` only when complete.
     """
@@ -134,16 +136,9 @@ def write_dicom_seg(
             "export the label map the model wrote for this regions table, or correct the "
             "regions table",
         )
-    present = [int(v) for v in values if v != 0]
-    if not present:
-        raise PatientDataError(
-            patient,
-            out_path,
-            "the label image is empty (no region voxels): a SEG without segments cannot be written",
-            "check the prediction for this patient; there is nothing to export",
-        )
+    present = sorted(by_value)  # every region: an absent one is an empty segment
 
-    # Segment numbers run 1..k over the regions present, in order of label value.
+    # Segment numbers run 1..k over the regions table, in order of label value.
     lookup = np.zeros(256, dtype=np.uint8)
     for number, value in enumerate(present, start=1):
         lookup[value] = number
