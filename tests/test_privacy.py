@@ -118,6 +118,12 @@ def test_cli_masks_what_it_reports_and_fails_on_findings(tmp_path, tiny_cohort, 
     clean.mkdir()
     (clean / "a.txt").write_text("SYN001 is a pseudonym\n")
     assert cli_main(["phi-scan", str(clean), "--dicom", str(tiny_cohort / "SYN001")]) == 0
+    args = ["phi-scan", str(tmp_path), "--dicom", str(tiny_cohort / "SYN001")]
+    excluded = [f"--exclude={p}" for p in tmp_path.iterdir() if p.name != "meta.json"]
+    capsys.readouterr()
+    assert cli_main(args + excluded) == 1
+    assert capsys.readouterr().out.count("\n") == 1  # only meta.json is left to find
+    assert cli_main(args + [f"--exclude={tmp_path}"]) == 0
 
 
 @pytest.mark.slow
@@ -131,7 +137,9 @@ def test_no_identifier_in_any_output_of_a_run(pipeline):
         assert result.returncode == 0, result.stderr[-3000:]
     identifiers = identifiers_in([pipeline["root"] / "raw"])
     assert {i.kind for i in identifiers} >= {"patient name", "PatientID", "birth date"}
-    findings, files = scan([work], identifiers)
+    exports = work / "results" / "dicom"  # carry their CT's identity by design: test_dicom_export
+    assert any(exports.rglob("*.dcm"))
+    findings, files = scan([work], identifiers, exclude=[exports])
     assert not findings, "\n".join(f.line() for f in findings[:20])
     for folder in ("results", "results/provenance", "logs", "benchmarks", ".snakemake"):
         assert any((work / folder).rglob("*")), f"nothing was scanned under {folder}"

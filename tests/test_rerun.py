@@ -211,6 +211,7 @@ def test_the_ct_window_reruns_normalisation_onward(pipeline, tmp_path):
         "infer",
         "metrics",
         "figure",
+        "export_dicom",
         "aggregate",
         "all",
     }
@@ -227,7 +228,7 @@ def test_a_metric_option_reruns_only_the_metrics(pipeline, tmp_path):
 @pytest.mark.slow
 def test_an_inference_option_reruns_inference_onward(pipeline, tmp_path):
     jobs = dry_run(pipeline, write_config(tmp_path, "inference: {steps: 3}"))
-    assert rules_of(jobs) == {"infer", "metrics", "figure", "aggregate", "all"}
+    assert rules_of(jobs) == {"infer", "metrics", "figure", "export_dicom", "aggregate", "all"}
 
 
 @pytest.mark.slow

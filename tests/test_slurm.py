@@ -35,7 +35,17 @@ SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 # query, Snakemake would otherwise wait forever.
 PIPELINE_LIMIT_S = 900
 GPU_RULES = {"train_stage1": 2, "train_stage2": 2, "infer": 1}
-CPU_RULES = {"convert", "register", "crop", "normalise", "split", "metrics", "aggregate", "figure"}
+CPU_RULES = {
+    "convert",
+    "register",
+    "crop",
+    "normalise",
+    "split",
+    "metrics",
+    "aggregate",
+    "figure",
+    "export_dicom",
+}
 SACCT_FIELDS = ("JobIDRaw", "State", "ExitCode", "Comment", "AllocTRES", "Partition")
 
 
@@ -173,7 +183,8 @@ def configured_resources() -> dict[str, dict]:
 
 def expected_jobs(work: Path) -> Counter:
     """Jobs per rule, from the run's own split: preprocessing per patient, training once,
-    inference and metrics per test patient, figures for the first three test patients."""
+    inference, metrics and DICOM export per test patient, figures for the first three test
+    patients."""
     rows = (work / "results" / "split.tsv").read_text().splitlines()[1:]
     subsets = [line.split("\t")[1] for line in rows]
     n, n_test = len(subsets), subsets.count("test")
@@ -189,6 +200,7 @@ def expected_jobs(work: Path) -> Counter:
         metrics=n_test,
         aggregate=1,
         figure=min(3, n_test),
+        export_dicom=n_test,
     )
 
 

@@ -149,7 +149,7 @@ def _phi_scan(args: argparse.Namespace) -> int:
     if not identifiers:
         print("abmseg: error: no DICOM identifiers found under --dicom folders", file=sys.stderr)
         return 2
-    findings, files = scan(args.paths, identifiers)
+    findings, files = scan(args.paths, identifiers, args.exclude)
     for finding in findings:
         print(finding.line())
     verdict = f"{len(findings)} finding(s) in {files} file(s), {len(identifiers)} identifiers"
@@ -245,6 +245,14 @@ def build_parser() -> argparse.ArgumentParser:
     phi.add_argument("paths", nargs="+", help="files and folders to search (results/, logs/, ...)")
     phi.add_argument(
         "--dicom", action="append", required=True, help="raw DICOM folder (repeatable)"
+    )
+    phi.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="file or folder not to search (repeatable), e.g. results/dicom: the DICOM exports "
+        "carry the CT's patient identity on purpose",
     )
     phi.set_defaults(func=_phi_scan)
     return parser

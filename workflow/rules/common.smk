@@ -159,4 +159,17 @@ def get_final_outputs():
             patient=FIGURE_PATIENTS,
         )
         + ["results/metrics/summary.md", "results/split.tsv"]
+        + dicom_exports()
+    )
+
+
+def dicom_exports():
+    """SEG and RTSTRUCT of every test patient's ABM, when config export.dicom asks for them."""
+    if not config["export"]["dicom"]:
+        return []
+    return expand(
+        "results/dicom/{variant}/{patient}/abm_{kind}.dcm",
+        variant=VARIANTS,
+        patient=TEST_PATIENTS,
+        kind=["seg", "rtstruct"],
     )

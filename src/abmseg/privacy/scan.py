@@ -108,22 +108,38 @@ def layers(path: Path) -> Iterator[tuple[str, bytes]]:
                 continue
 
 
-def files_under(paths: Iterable[str | Path]) -> Iterator[Path]:
+def files_under(paths: Iterable[str | Path], exclude: Iterable[str | Path] = ()) -> Iterator[Path]:
+    """Every plain file under ``paths``, except those inside an ``exclude`` folder (or equal to an
+    ``exclude`` file)."""
+    skipped = [Path(p).resolve() for p in exclude]
+
+    def kept(path: Path) -> bool:
+        resolved = path.resolve()
+        return not any(resolved == s or s in resolved.parents for s in skipped)
+
     for path in map(Path, paths):
         if path.is_file():
-            yield path
+            if kept(path):
+                yield path
         elif path.is_dir():
-            yield from (p for p in sorted(path.rglob("*")) if p.is_file() and not p.is_symlink())
+            yield from (
+                p for p in sorted(path.rglob("*")) if p.is_file() and not p.is_symlink() and kept(p)
+            )
 
 
 def scan(
-    paths: Iterable[str | Path], identifiers: Iterable[Identifier]
+    paths: Iterable[str | Path],
+    identifiers: Iterable[Identifier],
+    exclude: Iterable[str | Path] = (),
 ) -> tuple[list[Finding], int]:
-    """Findings in every file under ``paths``, and how many files were read."""
+    """Findings in every file under ``paths`` outside ``exclude``, and how many files were read.
+
+    ``exclude`` is for outputs that carry identity on purpose (results/dicom/: DICOM objects a
+    planning system must match to its patient)."""
     matcher = IdentifierMatcher(identifiers)
     findings: list[Finding] = []
     count = 0
-    for path in files_under(paths):
+    for path in files_under(paths, exclude):
         count += 1
         for layer, data in layers(path):
             findings.extend(Finding(path, layer, found) for found in matcher.find(data))

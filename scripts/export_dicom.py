@@ -1,0 +1,16 @@
+"""Rule export_dicom: the predicted ABM as DICOM SEG and RTSTRUCT of the patient's CT series."""
+
+from abmseg.rt.export import export_patient
+from abmseg.step import rule_step
+
+patient = snakemake.wildcards.patient
+with rule_step(snakemake) as log:
+    summary = export_patient(
+        patient,
+        snakemake.input.abm_ct,
+        snakemake.params.ct_folder,
+        snakemake.params.regions,
+        snakemake.output.seg,
+        snakemake.output.rtstruct,
+    )
+    log.info("exported %s", summary["voxels_per_region"])

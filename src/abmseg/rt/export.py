@@ -1,0 +1,38 @@
+"""One patient's predicted ABM back into the planning system: DICOM SEG and RTSTRUCT of the CT.
+
+Both files reference the patient's original CT series (study, series, every SOP instance, frame
+of reference), so a planning system places them on that CT. They carry the CT's own patient and
+study attributes (a planning system matches on them) and nothing else identifying: they belong
+with the raw DICOM, not with the identity-free results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from abmseg.io.dicom_series import read_series
+from abmseg.io.volume import read_nifti
+from abmseg.rt.rtstruct import write_rtstruct
+from abmseg.rt.seg import write_dicom_seg
+
+
+def export_patient(
+    patient: str,
+    abm_ct: str | Path,
+    ct_folder: str | Path,
+    regions: Mapping[str, int],
+    out_seg: str | Path,
+    out_rtstruct: str | Path,
+) -> dict[str, dict[str, int]]:
+    """Write ``abm_ct`` (the ABM on the converted planning-CT grid) as SEG and RTSTRUCT of the CT
+    series in ``ct_folder``; return the voxel count per region (0 where the model found none)."""
+    label = read_nifti(abm_ct, patient, made_by="infer")
+    series = read_series(ct_folder, "CT", patient)
+    write_dicom_seg(label, series, regions, out_seg, patient)
+    write_rtstruct(label, series, regions, out_rtstruct, patient=patient)
+    counts = np.bincount(sitk.GetArrayViewFromImage(label).ravel(), minlength=256)
+    return {"voxels_per_region": {name: int(counts[value]) for name, value in regions.items()}}
