@@ -15,6 +15,7 @@ include: "workflow/rules/split.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/predict.smk"
 include: "workflow/rules/export.smk"
 
 

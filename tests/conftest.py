@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -109,3 +110,19 @@ def pipeline(tmp_path_factory):
     result = pipeline_snakemake(run["work"], run["sheet"], run["fast"], "--cores", "2")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return run
+
+
+JOB_HEADER = re.compile(r"^(?:local)?rule (\w+):$")
+
+
+def planned_jobs(output: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, wildcards) of every job a dry run lists, from its job blocks."""
+    jobs: list[tuple[str, dict[str, str]]] = []
+    for line in output.splitlines():
+        header = JOB_HEADER.match(line.strip())
+        if header:
+            jobs.append((header.group(1), {}))
+        elif jobs and line.strip().startswith("wildcards:"):
+            pairs = line.split(":", 1)[1].split(",")
+            jobs[-1][1].update(pair.strip().split("=", 1) for pair in pairs)
+    return jobs

@@ -8,7 +8,6 @@ is shared with other tests.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -18,27 +17,13 @@ from pathlib import Path
 import pydicom
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, planned_jobs
 
 from abmseg.cohort.split import assign_split
 from abmseg.workflow_run import run_snakemake
 
 PER_PATIENT_CHAIN = {"convert", "register", "crop", "normalise"}
 TRAINING = {"train_stage1", "train_stage2"}
-JOB_HEADER = re.compile(r"^(?:local)?rule (\w+):$")
-
-
-def planned_jobs(output: str) -> list[tuple[str, dict[str, str]]]:
-    """(rule, wildcards) of every job a dry run lists, from its job blocks."""
-    jobs: list[tuple[str, dict[str, str]]] = []
-    for line in output.splitlines():
-        header = JOB_HEADER.match(line.strip())
-        if header:
-            jobs.append((header.group(1), {}))
-        elif jobs and line.strip().startswith("wildcards:"):
-            pairs = line.split(":", 1)[1].split(",")
-            jobs[-1][1].update(pair.strip().split("=", 1) for pair in pairs)
-    return jobs
 
 
 def dry_run_output(pipeline: dict, *configfiles: Path, sheet: Path | None = None) -> str:
@@ -212,6 +197,7 @@ def test_the_ct_window_reruns_normalisation_onward(pipeline, tmp_path):
         "metrics",
         "figure",
         "export_dicom",
+        "bundle",
         "aggregate",
         "all",
     }
@@ -228,7 +214,15 @@ def test_a_metric_option_reruns_only_the_metrics(pipeline, tmp_path):
 @pytest.mark.slow
 def test_an_inference_option_reruns_inference_onward(pipeline, tmp_path):
     jobs = dry_run(pipeline, write_config(tmp_path, "inference: {steps: 3}"))
-    assert rules_of(jobs) == {"infer", "metrics", "figure", "export_dicom", "aggregate", "all"}
+    assert rules_of(jobs) == {
+        "infer",
+        "metrics",
+        "figure",
+        "export_dicom",
+        "bundle",
+        "aggregate",
+        "all",
+    }
 
 
 @pytest.mark.slow

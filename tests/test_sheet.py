@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from abmseg.cohort.sheet import SheetError, check_patient_id, load_sheet
+from abmseg.cohort.sheet import SheetError, check_patient_id, ct_only_patients, load_sheet
 
 HEADER = "patient_id\tct\tpet\tlabel"
 
@@ -158,6 +158,26 @@ def test_empty_path_is_refused(cohort):
     message = _error(_write(root / "patients.tsv", [HEADER, f"P001\t{ct}\t{pet}\t"]))
     assert "line 2" in message
     assert "'label' is empty" in message
+
+
+def test_a_ct_only_patient_has_neither_pet_nor_label(cohort):
+    root, rows = cohort
+    ct = rows["P001"].split("\t")[0]
+    lines = [HEADER + "\tsplit", f"p-2\t{rows['p-2']}\ttest", f"NEW1\t{ct}\t\t\t"]
+    sheet = load_sheet(_write(root / "patients.tsv", lines))
+    assert ct_only_patients(sheet) == ["NEW1"]
+    assert sheet.loc["NEW1", "pet"] == "" and sheet.loc["NEW1", "label"] == ""
+    assert sheet.loc["NEW1", "ct"] == str((root / ct).resolve())
+
+
+def test_pet_without_label_and_a_split_for_a_ct_only_patient_are_refused(cohort):
+    root, rows = cohort
+    ct, pet, label = rows["P001"].split("\t")
+    lines = [HEADER + "\tsplit", f"P001\t{ct}\t{pet}\t\t", f"NEW1\t{ct}\t\t\ttrain"]
+    message = _error(_write(root / "patients.tsv", lines))
+    assert "line 2, patient P001: column 'label' is empty but 'pet' is not" in message
+    assert "leave both empty (a CT-only patient" in message
+    assert "line 3, patient NEW1: split 'train' needs PET and a label" in message
 
 
 def test_all_problems_are_reported_at_once(cohort):

@@ -45,6 +45,7 @@ CPU_RULES = {
     "aggregate",
     "figure",
     "export_dicom",
+    "bundle",
 }
 SACCT_FIELDS = ("JobIDRaw", "State", "ExitCode", "Comment", "AllocTRES", "Partition")
 
@@ -184,7 +185,7 @@ def configured_resources() -> dict[str, dict]:
 def expected_jobs(work: Path) -> Counter:
     """Jobs per rule, from the run's own split: preprocessing per patient, training once,
     inference, metrics and DICOM export per test patient, figures for the first three test
-    patients."""
+    patients, one model bundle."""
     rows = (work / "results" / "split.tsv").read_text().splitlines()[1:]
     subsets = [line.split("\t")[1] for line in rows]
     n, n_test = len(subsets), subsets.count("test")
@@ -201,6 +202,7 @@ def expected_jobs(work: Path) -> Counter:
         aggregate=1,
         figure=min(3, n_test),
         export_dicom=n_test,
+        bundle=1,
     )
 
 

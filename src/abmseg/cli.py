@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 from abmseg import __version__
-from abmseg.cohort.sheet import SheetError
-from abmseg.errors import PatientDataError
+from abmseg.errors import PatientDataError, SheetError
 from abmseg.provenance.errors import ProvenanceError
 
 
@@ -99,13 +98,48 @@ def _normalise(args: argparse.Namespace) -> None:
     print(f"normalised {args.patient} into {out}")
 
 
+def _predict(args: argparse.Namespace) -> None:
+    import time
+
+    import torch
+
+    from abmseg.infer.ct_only import PredictionPaths, SliceProgress, predict_ct_only
+    from abmseg.infer.model_bundle import load_model_bundle
+
+    begin = time.perf_counter()
+    out = Path(args.out)
+    patient = args.patient or out.resolve().name
+    device = torch.device(args.device) if args.device else None
+    bundle = load_model_bundle(args.bundle, device=device, threads=args.threads, patient=patient)
+    progress = SliceProgress(f"{patient}: inference", 1, enabled=not args.quiet)
+    summary = predict_ct_only(patient, args.ct, bundle, PredictionPaths.in_folder(out), progress)
+    progress.close()
+    if not args.no_dicom:
+        from abmseg.rt.export import export_patient
+
+        export_patient(
+            patient,
+            out / "abm_ct.nii.gz",
+            args.ct,
+            bundle.regions,
+            out / "abm_seg.dcm",
+            out / "abm_rtstruct.dcm",
+        )
+    seconds = time.perf_counter() - begin
+    by_value = sorted(bundle.regions, key=bundle.regions.get)
+    voxels = ", ".join(f"{name} {summary['voxels_per_region'][name]}" for name in by_value)
+    print(f"{patient}: ABM voxels {voxels}; {out} in {seconds:.1f} s on {bundle.device}")
+
+
 def _split(args: argparse.Namespace) -> None:
-    from abmseg.cohort.sheet import load_sheet
+    from abmseg.cohort.sheet import ct_only_patients, load_sheet
     from abmseg.cohort.split import assign_split, write_split
 
     sheet = load_sheet(args.sheet)
     overrides = {p: s for p, s in sheet["split"].items() if s}
-    assignment = assign_split(list(sheet.index), args.train_fraction, args.salt, overrides)
+    ct_only = set(ct_only_patients(sheet))
+    scored = [p for p in sheet.index if p not in ct_only]
+    assignment = assign_split(scored, args.train_fraction, args.salt, overrides)
     write_split(assignment, args.out)
     print(f"wrote {args.out}")
 
@@ -213,6 +247,24 @@ def build_parser() -> argparse.ArgumentParser:
     normalise.set_defaults(func=_normalise)
 
     sub.add_parser("train", help="train one stage of one variant (see: abmseg train --help)")
+
+    predict = sub.add_parser(
+        "predict", help="ABM of one patient from its planning CT alone, with a model bundle"
+    )
+    predict.add_argument("--bundle", required=True, help="model bundle folder (or its bundle.json)")
+    predict.add_argument("--ct", required=True, help="the patient's CT DICOM series folder")
+    predict.add_argument(
+        "--out",
+        required=True,
+        help="output folder: spet/abm/abm_ct.nii.gz, prediction.json, abm_seg.dcm, "
+        "abm_rtstruct.dcm (the DICOM files carry the CT's patient identity)",
+    )
+    predict.add_argument("--patient", help="name used in messages (default: the --out folder's)")
+    predict.add_argument("--threads", type=int, default=4, help="CPU threads (without a GPU)")
+    predict.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    predict.add_argument("--no-dicom", action="store_true", help="skip DICOM SEG and RTSTRUCT")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar")
+    predict.set_defaults(func=_predict)
 
     split = sub.add_parser("split", help="stable 7:3 train/test split of a cohort sheet")
     split.add_argument("sheet", help="patients.tsv")

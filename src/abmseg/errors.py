@@ -26,3 +26,7 @@ class PatientDataError(Exception):
         who = f"patient {patient}" if patient else "input"
         where = f" ({self.path})" if self.path else ""
         super().__init__(f"{who}{where}: {problem}. Fix: {fix}")
+
+
+class SheetError(ValueError):
+    """The cohort sheet cannot be used; the message lists every problem at once."""

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from abmseg.cohort.sheet import SheetError, load_sheet
+from abmseg.cohort.sheet import SheetError, ct_only_patients, load_sheet
 from abmseg.cohort.split import assign_split
 from abmseg.io.dicom_series import list_dicom_files
 from abmseg.train.variants import VARIANTS as VARIANT_SPECS
@@ -23,17 +23,20 @@ except SheetError as error:
 validate(patients, schema="../schemas/patients.schema.yaml", set_default=False)
 
 PATIENTS = list(patients.index)
+# CT-only patients (no PET, no label) are only predicted, with the model bundle below.
+CT_ONLY_PATIENTS = ct_only_patients(patients)
+SCORED_PATIENTS = [p for p in PATIENTS if patients.loc[p, "pet"]]
 SPLIT = assign_split(
-    PATIENTS,
+    SCORED_PATIENTS,
     config["split"]["train_fraction"],
     config["split"]["salt"],
     overrides={p: s for p, s in patients["split"].items() if s},
 )
 
 
-TRAIN_PATIENTS = [p for p in PATIENTS if SPLIT[p] == "train"]
-TEST_PATIENTS = [p for p in PATIENTS if SPLIT[p] == "test"]
-if not TRAIN_PATIENTS or not TEST_PATIENTS:
+TRAIN_PATIENTS = [p for p in SCORED_PATIENTS if SPLIT[p] == "train"]
+TEST_PATIENTS = [p for p in SCORED_PATIENTS if SPLIT[p] == "test"]
+if SCORED_PATIENTS and (not TRAIN_PATIENTS or not TEST_PATIENTS):
     raise WorkflowError(
         f"the split gives {len(TRAIN_PATIENTS)} training and {len(TEST_PATIENTS)} test patients; "
         "both sides need at least one: add patients or set the sheet's 'split' column"
@@ -48,6 +51,25 @@ MODEL_PRESET_FILES = [
     for network in ("cyclegan", "diffusion", "mpfpsn")
 ]
 VARIANTS = config["variants"]
+# The bundle CT-only patients are predicted with: a configured folder (no training needed for
+# them), else the one this run trains for the first variant.
+MODEL_BUNDLE = config["model_bundle"] or f"results/bundles/{VARIANTS[0]}"
+if CT_ONLY_PATIENTS and not config["model_bundle"] and not SCORED_PATIENTS:
+    raise WorkflowError(
+        f"{len(CT_ONLY_PATIENTS)} CT-only patient(s) and no patient with PET and label to train a "
+        "model on: set config 'model_bundle' to a trained bundle folder (results/bundles/<variant> "
+        "of an earlier run)"
+    )
+if (
+    CT_ONLY_PATIENTS
+    and config["model_bundle"]
+    and not Path(MODEL_BUNDLE, "bundle.json").is_file()
+    and Path(MODEL_BUNDLE).parent != Path("results/bundles")
+):
+    raise WorkflowError(
+        f"config 'model_bundle' {MODEL_BUNDLE} holds no bundle.json: point it to a bundle folder "
+        "written by the rule 'bundle' (results/bundles/<variant> of a finished run)"
+    )
 STAGE2_VARIANTS = [v for v in VARIANTS if VARIANT_SPECS[v].uses_diffusion]
 FIGURE_PATIENTS = TEST_PATIENTS[:3]
 
@@ -146,9 +168,32 @@ def final_model(wildcards):
     return f"results/models/{wildcards.variant}/stage{stage}/model.pt"
 
 
+def bundle_preprocessing():
+    """Every preprocessing setting a bundle must carry to predict new patients like its
+    training patients (crop, CT window, SUV ceiling, which slices count as body)."""
+    return {
+        "crop": config["crop"],
+        "normalise": config["normalise"],
+        "body_threshold": config["training"]["body_threshold"],
+    }
+
+
+def bundle_sampler():
+    return {**config["inference"], "seed": config["seed"]}
+
+
 def get_final_outputs():
+    predicted = expand(
+        "results/predict/{patient}/{name}",
+        patient=CT_ONLY_PATIENTS,
+        name=["abm_ct.nii.gz", "prediction.json"],
+    )
+    if not SCORED_PATIENTS:
+        return predicted + dicom_exports()
     return (
-        expand(
+        predicted
+        + expand("results/bundles/{variant}/bundle.json", variant=VARIANTS)
+        + expand(
             "results/inference/{variant}/{patient}/abm_ct.nii.gz",
             variant=VARIANTS,
             patient=TEST_PATIENTS,
@@ -164,12 +209,19 @@ def get_final_outputs():
 
 
 def dicom_exports():
-    """SEG and RTSTRUCT of every test patient's ABM, when config export.dicom asks for them."""
+    """SEG and RTSTRUCT of every test patient's and CT-only patient's ABM, when config
+    export.dicom asks for them (CT-only patients' under results/dicom/predict/)."""
     if not config["export"]["dicom"]:
         return []
-    return expand(
-        "results/dicom/{variant}/{patient}/abm_{kind}.dcm",
-        variant=VARIANTS,
-        patient=TEST_PATIENTS,
-        kind=["seg", "rtstruct"],
+    kinds = ["seg", "rtstruct"]
+    path = "results/dicom/{source}/{patient}/abm_{kind}.dcm"
+    return expand(path, source=VARIANTS, patient=TEST_PATIENTS, kind=kinds) + expand(
+        path, source=["predict"], patient=CT_ONLY_PATIENTS, kind=kinds
     )
+
+
+def exported_mask(wildcards):
+    """The ABM on the CT grid that rule export_dicom turns into DICOM."""
+    if wildcards.source == "predict":
+        return f"results/predict/{wildcards.patient}/abm_ct.nii.gz"
+    return f"results/inference/{wildcards.source}/{wildcards.patient}/abm_ct.nii.gz"

@@ -2,15 +2,17 @@
 # carry the CT's patient and study attributes by design (results/dicom/ only; see README).
 rule export_dicom:
     input:
-        abm_ct="results/inference/{variant}/{patient}/abm_ct.nii.gz",
+        abm_ct=exported_mask,
         ct=get_dicom_files("ct"),
     output:
-        seg="results/dicom/{variant}/{patient}/abm_seg.dcm",
-        rtstruct="results/dicom/{variant}/{patient}/abm_rtstruct.dcm",
+        seg="results/dicom/{source}/{patient}/abm_seg.dcm",
+        rtstruct="results/dicom/{source}/{patient}/abm_rtstruct.dcm",
     log:
-        "logs/export_dicom/{variant}/{patient}.log",
+        "logs/export_dicom/{source}/{patient}.log",
     benchmark:
-        "benchmarks/export_dicom/{variant}/{patient}.tsv"
+        "benchmarks/export_dicom/{source}/{patient}.tsv"
+    wildcard_constraints:
+        source="|".join([*VARIANTS, "predict"]),
     conda:
         "../../envs/preprocess.yaml"
     threads: res("export_dicom", "threads")

@@ -7,15 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from abmseg.errors import SheetError  # here for callers of load_sheet
+
 REQUIRED_COLUMNS = ("patient_id", "ct", "pet", "label")
 OPTIONAL_COLUMNS = ("split",)
 PATH_COLUMNS = ("ct", "pet", "label")
 PATIENT_ID = re.compile(r"[A-Za-z0-9_-]+")
 SUBSETS = ("train", "test")
-
-
-class SheetError(ValueError):
-    """The sheet cannot be used; the message lists every problem at once."""
 
 
 def check_patient_id(patient_id: str) -> str | None:
@@ -53,6 +51,9 @@ def _read_rows(path: Path) -> tuple[pd.DataFrame, list[int]]:
 def load_sheet(path: str | Path, check_files: bool = True) -> pd.DataFrame:
     """Read and validate the sheet; return it indexed by patient_id with absolute paths.
 
+    ``pet`` and ``label`` are both given (a training/test patient) or both empty (a CT-only
+    patient: predicted with a model bundle, see :func:`ct_only_patients`); empty stays "".
+
     Every problem is reported in one error (row number, patient, column, fix), so a user fixes the
     sheet once instead of once per problem.
     """
@@ -78,10 +79,19 @@ def load_sheet(path: str | Path, check_files: bool = True) -> pd.DataFrame:
         why = check_patient_id(pid)
         if why:
             problems.append(f"line {row}: patient_id {pid!r} {why}")
+        ct_only = not record.pet and not record.label
+        if bool(record.pet) != bool(record.label):
+            given, empty = ("pet", "label") if record.pet else ("label", "pet")
+            problems.append(
+                f"line {row}, patient {pid}: column '{empty}' is empty but '{given}' is not: give "
+                "both (a training/test patient) or leave both empty (a CT-only patient, predicted "
+                "with the model bundle)"
+            )
         for column in PATH_COLUMNS:
             value = getattr(record, column)
             if not value:
-                problems.append(f"line {row}, patient {pid}: column '{column}' is empty")
+                if column == "ct":
+                    problems.append(f"line {row}, patient {pid}: column 'ct' is empty")
                 continue
             resolved = (path.parent / value).resolve()
             if check_files and not resolved.exists():
@@ -93,6 +103,11 @@ def load_sheet(path: str | Path, check_files: bool = True) -> pd.DataFrame:
             problems.append(
                 f"line {row}, patient {pid}: split {record.split!r} must be train, test or empty"
             )
+        elif "split" in sheet.columns and record.split and ct_only:
+            problems.append(
+                f"line {row}, patient {pid}: split {record.split!r} needs PET and a label; a "
+                "CT-only patient is only predicted: leave its split empty"
+            )
     duplicated = sorted(set(sheet.patient_id[sheet.patient_id.duplicated()]))
     if duplicated:
         problems.append(f"patient_id(s) {duplicated} appear more than once: IDs must be unique")
@@ -101,7 +116,12 @@ def load_sheet(path: str | Path, check_files: bool = True) -> pd.DataFrame:
             f"patient sheet {path} has {len(problems)} problem(s):\n  " + "\n  ".join(problems)
         )
     for column in PATH_COLUMNS:
-        sheet[column] = [str((path.parent / v).resolve()) for v in sheet[column]]
+        sheet[column] = [str((path.parent / v).resolve()) if v else "" for v in sheet[column]]
     if "split" not in sheet.columns:
         sheet["split"] = ""
     return sheet.set_index("patient_id", drop=False)
+
+
+def ct_only_patients(sheet: pd.DataFrame) -> list[str]:
+    """Patients with a CT and neither PET nor label: predicted only, never trained or scored."""
+    return [pid for pid, pet in sheet["pet"].items() if not pet]

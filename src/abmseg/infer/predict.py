@@ -8,6 +8,7 @@ their label 0.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,9 +62,15 @@ def predict_batch(
 
 
 def predict_volume(
-    ct: np.ndarray, networks: Networks, settings: InferenceSettings, device: torch.device
+    ct: np.ndarray,
+    networks: Networks,
+    settings: InferenceSettings,
+    device: torch.device,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised CT volume (z, y, x) -> (sPET in [-1, 1], uint8 labels), both (z, y, x)."""
+    """Normalised CT volume (z, y, x) -> (sPET in [-1, 1], uint8 labels), both (z, y, x).
+
+    ``on_batch(done, total)`` is called after each batch of body slices (a progress bar)."""
     depth, height, width = ct.shape
     geometry = SliceGeometry(height, width, networks.image_size)
     spet = np.full(ct.shape, -1.0, dtype=np.float32)
@@ -78,6 +85,8 @@ def predict_volume(
             if networks.g_ct2pet is not None:  # a CT-only variant has no sPET: it stays SUV 0
                 spet[z] = geometry.from_network(spet_net[k, 0].cpu(), kind="image")
             labels[z] = np.argmax(geometry.from_network(probs[k].cpu(), kind="image"), axis=0)
+        if on_batch is not None:
+            on_batch(start + len(batch_z), len(slices))
     return spet, labels
 
 

@@ -68,6 +68,27 @@ def roi_box(
     return box
 
 
+def body_box(
+    hu: np.ndarray,
+    spacing_xyz: tuple[float, float, float],
+    settings: CropSettings,
+    patient: str | None,
+    ct_path: str | Path,
+) -> tuple[np.ndarray, float, dict[str, list[int]]]:
+    """Body mask, its Otsu threshold and the ROI box of a CT in HU; refuses a CT without body.
+
+    From the CT alone, so patients without PET (CT-only prediction) are cropped the same way."""
+    mask, threshold = body_mask(hu)
+    if mask.sum() < settings.min_body_voxels:
+        raise PatientDataError(
+            patient,
+            ct_path,
+            f"no body found in the CT (Otsu threshold {threshold:.0f} HU)",
+            "check that the CT series is a patient scan in HU",
+        )
+    return mask, threshold, roi_box(mask, spacing_xyz, settings.margin_mm)
+
+
 def crop_image(image: sitk.Image, box: dict[str, list[int]]) -> sitk.Image:
     """Cut the box out of an image; SimpleITK slicing keeps the world geometry exact."""
     (x0, x1), (y0, y1), (z0, z1) = box["x"], box["y"], box["z"]
@@ -98,15 +119,7 @@ def crop_patient(
                 "delete the registered and converted outputs of this patient and rerun",
             )
     hu = sitk.GetArrayFromImage(ct)
-    mask, threshold = body_mask(hu)
-    if mask.sum() < settings.min_body_voxels:
-        raise PatientDataError(
-            patient,
-            ct_path,
-            f"no body found in the CT (Otsu threshold {threshold:.0f} HU)",
-            "check that the CT series is a patient scan in HU",
-        )
-    box = roi_box(mask, ct.GetSpacing(), settings.margin_mm)
+    mask, threshold, box = body_box(hu, ct.GetSpacing(), settings, patient, ct_path)
     arrays = {"ct": hu, "pet": sitk.GetArrayFromImage(pet)}
     if settings.clear_outside_body:
         arrays["ct"] = np.where(mask, hu, np.asarray(AIR_HU, dtype=hu.dtype))

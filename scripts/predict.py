@@ -1,0 +1,17 @@
+"""Rule predict: sPET and ABM of a CT-only patient with the configured model bundle."""
+
+from abmseg.infer.ct_only import PredictionPaths, predict_ct_only
+from abmseg.infer.model_bundle import load_model_bundle
+from abmseg.step import rule_step
+
+patient = snakemake.wildcards.patient
+with rule_step(snakemake) as log:
+    bundle = load_model_bundle(snakemake.input.bundle, threads=snakemake.threads, patient=patient)
+    out = snakemake.output
+    summary = predict_ct_only(
+        patient,
+        snakemake.params.ct_folder,
+        bundle,
+        PredictionPaths(out.spet, out.abm, out.abm_ct, out.summary),
+    )
+    log.info("voxels per region %s on %s", summary["voxels_per_region"], bundle.device)

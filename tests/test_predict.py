@@ -1,0 +1,251 @@
+"""CT-only patients: the model bundle of a finished run predicts new patients from their planning
+CT alone, through the DAG (rule predict) and through `abmseg predict`, with identical masks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from conftest import REPO, planned_jobs
+
+from abmseg.infer.ct_only import prepare_ct
+from abmseg.io.dicom_series import read_series
+from abmseg.io.volume import Geometry
+from abmseg.preprocess.normalise import NormaliseSettings, normalise_patient
+from abmseg.preprocess.roi import CropSettings, crop_patient
+from abmseg.rt.seg import read_dicom_seg
+from abmseg.synth import generate_cohort
+from abmseg.workflow_run import run_snakemake
+
+NEW_PATIENTS = ("CTONLY1", "CTONLY2")
+OUTPUTS = ("spet.nii.gz", "abm.nii.gz", "abm_ct.nii.gz", "prediction.json")
+PREPROCESSING = {
+    "crop": {"margin_mm": [10.0, 10.0, 0.0], "clear_outside_body": True},
+    "normalise": {"ct_level_hu": 100.0, "ct_width_hu": 1200.0, "suv_ceiling": 10.0},
+    "body_threshold": -0.9,
+}
+
+
+def test_ct_alone_is_prepared_exactly_as_the_crop_and_normalise_rules_do(converted, tmp_path):
+    """The CT-only path (no PET: Otsu on the CT) gives the normalised CT and box that the
+    crop and normalise steps give a training patient (the label stands in for the registered
+    PET: any image on the CT grid does)."""
+    paths = converted["paths"]
+    out = {name: tmp_path / f"{name}.nii.gz" for name in ("ct", "pet", "label", "nct", "npet")}
+    roi = crop_patient(
+        paths.ct,
+        paths.label,
+        paths.label,
+        out["ct"],
+        out["pet"],
+        out["label"],
+        tmp_path / "roi.json",
+        CropSettings(),
+        "SYN001",
+    )
+    normalise_patient(
+        out["ct"], out["pet"], out["label"], out["nct"], out["npet"], tmp_path / "l.nii.gz",
+        NormaliseSettings(), "SYN001",
+    )  # fmt: skip
+    prepared = prepare_ct("SYN001", converted["raw"] / "CT", PREPROCESSING)
+    assert prepared.box == roi["box_ct_index"]
+    expected = sitk.ReadImage(str(out["nct"]))
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(prepared.normalised), sitk.GetArrayFromImage(expected)
+    )
+    assert prepared.normalised.GetOrigin() == expected.GetOrigin()
+
+
+# ------------------------------------------------------------------------ with a trained bundle
+
+
+def write_sheet(path: Path, rows: list[str]) -> Path:
+    path.write_text("\n".join(["patient_id\tct\tpet\tlabel", *rows]) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def bundle(pipeline) -> Path:
+    return pipeline["work"] / "results" / "bundles" / "full"
+
+
+@pytest.fixture(scope="module")
+def new_cohort(tmp_path_factory) -> dict:
+    """Two new patients, CT only (their PET and label are not given to the pipeline)."""
+    root = tmp_path_factory.mktemp("ct_only")
+    generate_cohort(root / "raw", n_patients=2, seed=23, preset="tiny")
+    rows = [f"{p}\tSYN00{k}/CT\t\t" for k, p in enumerate(NEW_PATIENTS, start=1)]
+    sheet = write_sheet(root / "raw" / "ct_only.tsv", rows)
+    cts = {p: root / "raw" / f"SYN00{k}" / "CT" for k, p in enumerate(NEW_PATIENTS, start=1)}
+    return {"root": root, "sheet": sheet, "cts": cts}
+
+
+def ct_only_snakemake(pipeline, work: Path, sheet: Path, bundle_path: Path, *args: str):
+    return run_snakemake(
+        work,
+        sheet,
+        *args,
+        configfiles=[REPO / "config" / "demo.yaml", pipeline["fast"]],
+        config=(f"model_bundle={bundle_path}",),
+    )
+
+
+@pytest.fixture(scope="module")
+def ct_only_run(pipeline, bundle, new_cohort) -> dict:
+    work = new_cohort["root"] / "work"
+    work.mkdir()
+    dry = ct_only_snakemake(pipeline, work, new_cohort["sheet"], bundle, "-n")
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    result = ct_only_snakemake(pipeline, work, new_cohort["sheet"], bundle, "--cores", "2")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return {"work": work, "planned": planned_jobs(dry.stdout + dry.stderr)}
+
+
+def cli_predict(bundle_path: Path, ct: Path, out: Path, *extra: str):
+    command = [sys.executable, "-m", "abmseg.cli", "predict", "--bundle", str(bundle_path)]
+    command += ["--ct", str(ct), "--out", str(out), "--threads", "2", *extra]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
+def array(path: Path) -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+@pytest.mark.slow
+def test_the_run_writes_a_self_describing_bundle(pipeline, bundle):
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    assert manifest["variant"] == "full" and manifest["stage"] == 2
+    assert sorted(manifest["networks"]) == ["diffusion", "g_ct2pet", "mpfpsn"]
+    for entry in manifest["networks"].values():
+        data = (bundle / entry["file"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+    assert manifest["preprocessing"]["crop"]["margin_mm"] == [10.0, 10.0, 0.0]
+    assert manifest["preprocessing"]["normalise"]["suv_ceiling"] == 10.0
+    assert manifest["sampler"]["steps"] == 2  # the FAST override of this run
+    assert manifest["regions"] == {"lumbosacral_spine": 1, "ilium": 2, "lower_pelvis": 3}
+    assert manifest["provenance"]["rule"] == "train_stage2"
+    assert manifest["image_size"] == 32
+    records = pipeline["work"] / "results" / "provenance" / "bundles" / "full"
+    assert (records / "bundle.json.json").is_file()
+    assert {p.name for p in (records / "weights").iterdir()} == {
+        f"{name}.pt.json" for name in manifest["networks"]
+    }
+
+
+@pytest.mark.slow
+def test_ct_only_patients_plan_no_training_registration_or_metrics(ct_only_run):
+    planned = ct_only_run["planned"]
+    assert {rule for rule, _ in planned} == {"predict", "export_dicom", "all"}
+    assert {wc["patient"] for rule, wc in planned if rule == "predict"} == set(NEW_PATIENTS)
+    work = ct_only_run["work"]
+    for folder in ("converted", "registered", "metrics", "models", "inference", "split.tsv"):
+        assert not (work / "results" / folder).exists(), folder
+
+
+@pytest.mark.slow
+def test_ct_only_patients_get_masks_on_their_ct_and_dicom_exports(ct_only_run, new_cohort):
+    work = ct_only_run["work"]
+    for patient in NEW_PATIENTS:
+        folder = work / "results" / "predict" / patient
+        for name in OUTPUTS:
+            assert (folder / name).is_file(), name
+        series = read_series(new_cohort["cts"][patient], "CT", patient)
+        abm_ct = sitk.ReadImage(str(folder / "abm_ct.nii.gz"))
+        assert series.geometry.matches(Geometry.of(abm_ct))
+        summary = json.loads((folder / "prediction.json").read_text())
+        assert summary["patient_id"] == patient and summary["bundle"]["variant"] == "full"
+        labels = sitk.GetArrayFromImage(abm_ct)
+        assert summary["voxels_per_region"] == {
+            name: int(np.count_nonzero(labels == value))
+            for name, value in (("lumbosacral_spine", 1), ("ilium", 2), ("lower_pelvis", 3))
+        }
+        seg = work / "results" / "dicom" / "predict" / patient / "abm_seg.dcm"
+        back = read_dicom_seg(seg, abm_ct, patient=patient)
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(back), labels)
+
+
+@pytest.mark.slow
+def test_cli_and_dag_give_identical_masks(ct_only_run, new_cohort, bundle, tmp_path):
+    patient = NEW_PATIENTS[0]
+    out = tmp_path / patient
+    result = cli_predict(bundle, new_cohort["cts"][patient], out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{patient}: ABM voxels" in result.stdout
+    dag = ct_only_run["work"] / "results" / "predict" / patient
+    for name in ("abm.nii.gz", "abm_ct.nii.gz", "spet.nii.gz"):
+        np.testing.assert_array_equal(array(out / name), array(dag / name), err_msg=name)
+    assert json.loads((out / "prediction.json").read_text()) == json.loads(
+        (dag / "prediction.json").read_text()
+    )
+    back = read_dicom_seg(out / "abm_seg.dcm", sitk.ReadImage(str(dag / "abm_ct.nii.gz")))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), array(dag / "abm_ct.nii.gz"))
+
+
+@pytest.mark.slow
+def test_a_tampered_bundle_is_refused_by_the_cli_and_the_dag(
+    pipeline, bundle, new_cohort, tmp_path
+):
+    tampered = tmp_path / "tampered"
+    shutil.copytree(bundle, tampered)
+    weights = tampered / "weights" / "mpfpsn.pt"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    weights.write_bytes(bytes(data))
+
+    patient = NEW_PATIENTS[0]
+    out = tmp_path / "cli"
+    result = cli_predict(tampered, new_cohort["cts"][patient], out)
+    assert result.returncode == 1
+    assert "SHA-256" in result.stderr and "mpfpsn.pt" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+    work = tmp_path / "work"
+    work.mkdir()
+    sheet = write_sheet(tmp_path / "one.tsv", [f"{patient}\t{new_cohort['cts'][patient]}\t\t"])
+    run = ct_only_snakemake(pipeline, work, sheet, tampered, "--cores", "1")
+    assert run.returncode != 0
+    log = (work / "logs" / "predict" / f"{patient}.log").read_text()
+    assert "SHA-256" in log and "mpfpsn.pt" in log and "Fix:" in log
+    assert not any((work / "results" / "predict").rglob("*.nii.gz"))
+
+
+@pytest.mark.slow
+def test_a_ct_only_patient_beside_the_cohort_only_adds_its_prediction(pipeline, new_cohort):
+    """With the run's own bundle (model_bundle null), a CT-only row plans predict and export for
+    that patient, and no conversion, registration, training, inference or metrics job."""
+    lines = pipeline["sheet"].read_text().splitlines()
+    ct = new_cohort["cts"][NEW_PATIENTS[0]]
+    sheet = pipeline["sheet"].parent / "patients_plus_ct_only.tsv"
+    sheet.write_text("\n".join([*lines, f"{NEW_PATIENTS[0]}\t{ct}\t\t"]) + "\n")
+    try:
+        result = run_snakemake(
+            pipeline["work"],
+            sheet,
+            "-n",
+            configfiles=[REPO / "config" / "demo.yaml", pipeline["fast"]],
+        )
+    finally:
+        sheet.unlink()
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    jobs = planned_jobs(result.stdout + result.stderr)
+    mine = {rule for rule, wc in jobs if wc.get("patient") == NEW_PATIENTS[0]}
+    assert mine == {"predict", "export_dicom"}
+    assert not {rule for rule, _ in jobs} & {"train_stage1", "train_stage2", "bundle", "infer"}
+
+
+def test_ct_only_patients_without_a_bundle_or_a_cohort_to_train_are_refused(new_cohort, tmp_path):
+    result = run_snakemake(tmp_path, new_cohort["sheet"], "-n")
+    assert result.returncode != 0
+    assert "CT-only patient(s) and no patient with PET and label" in result.stdout + result.stderr
+    missing = tmp_path / "nowhere"
+    result = run_snakemake(tmp_path, new_cohort["sheet"], "-n", config=(f"model_bundle={missing}",))
+    assert result.returncode != 0
+    assert f"'model_bundle' {missing} holds no bundle.json" in result.stdout + result.stderr

@@ -1,0 +1,45 @@
+rule bundle:
+    input:
+        model=final_model,
+    output:
+        "results/bundles/{variant}/bundle.json",
+    log:
+        "logs/bundle/{variant}.log",
+    benchmark:
+        "benchmarks/bundle/{variant}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    threads: res("bundle", "threads")
+    resources:
+        **scheduler_resources("bundle"),
+    params:
+        preprocessing=bundle_preprocessing(),
+        sampler=bundle_sampler(),
+        regions=config["regions"],
+    script:
+        "../../scripts/bundle.py"
+
+
+# CT-only patients (no PET, no label in the sheet): every setting comes from the bundle.
+rule predict:
+    input:
+        bundle=f"{MODEL_BUNDLE}/bundle.json",
+        ct=get_dicom_files("ct"),
+    output:
+        spet="results/predict/{patient}/spet.nii.gz",
+        abm="results/predict/{patient}/abm.nii.gz",
+        abm_ct="results/predict/{patient}/abm_ct.nii.gz",
+        summary="results/predict/{patient}/prediction.json",
+    log:
+        "logs/predict/{patient}.log",
+    benchmark:
+        "benchmarks/predict/{patient}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    threads: res("predict", "threads")
+    resources:
+        **scheduler_resources("predict", gpu_job="infer"),
+    params:
+        ct_folder=get_series_folder("ct"),
+    script:
+        "../../scripts/predict.py"
