@@ -60,10 +60,13 @@ def untrained_bundle(folder: Path, model_preset: str, size: int, steps: int, bat
     return bundle
 
 
-def run_cli(bundle: Path, ct: Path, out: Path, threads: int, device: str | None) -> dict:
+def run_cli(
+    bundle: Path, ct: Path, out: Path, threads: int, device: str | None, dicom: bool = True
+) -> dict:
     command = [sys.executable, "-m", "abmseg.cli", "predict", "--bundle", str(bundle)]
     command += ["--ct", str(ct), "--out", str(out), "--threads", str(threads), "--quiet"]
     command += ["--device", device] if device else []
+    command += [] if dicom else ["--no-dicom"]
     begin = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - begin
@@ -95,6 +98,8 @@ def main() -> None:
             bundle = untrained_bundle(work, args.model_preset, args.image_size, steps, args.batch)
             results[steps] = run_cli(bundle, ct, work / f"out{steps}", args.threads, args.device)
             print(f"DDIM-{steps}: {results[steps]}", flush=True)
+        plain = run_cli(bundle, ct, work / "plain", args.threads, args.device, dicom=False)
+        print(f"DDIM-{steps} without DICOM export: {plain}", flush=True)
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     card = torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or "cpu"
@@ -107,6 +112,7 @@ def main() -> None:
     print("|---|---|---|")
     for steps, r in results.items():
         print(f"| {steps} | {r['wall_s']:.1f} | {r['command_s']:.1f} |")
+    print(f"| {steps}, `--no-dicom` | {plain['wall_s']:.1f} | {plain['command_s']:.1f} |")
     if len(results) >= 2 and 50 not in results:
         (s0, r0), (s1, r1) = sorted(results.items())[:2]
         per_step = (r1["command_s"] - r0["command_s"]) / (s1 - s0)
