@@ -64,7 +64,7 @@ def run_cli(
     bundle: Path, ct: Path, out: Path, threads: int, device: str | None, dicom: bool = True
 ) -> dict:
     command = [sys.executable, "-m", "abmseg.cli", "predict", "--bundle", str(bundle)]
-    command += ["--ct", str(ct), "--out", str(out), "--threads", str(threads), "--quiet"]
+    command += ["--ct", str(ct), "--out", str(out), "--threads", str(threads)]
     command += ["--device", device] if device else []
     command += [] if dicom else ["--no-dicom"]
     begin = time.perf_counter()
@@ -73,7 +73,8 @@ def run_cli(
     if result.returncode != 0:
         raise SystemExit(result.stderr[-3000:])
     inside = float(re.search(r"in ([0-9.]+) s on", result.stdout).group(1))
-    return {"wall_s": wall, "command_s": inside, "line": result.stdout.strip()}
+    phases = [line for line in result.stderr.splitlines() if re.search(r" in [0-9.]+ s$", line)]
+    return {"wall_s": wall, "command_s": inside, "phases": phases}
 
 
 def main() -> None:

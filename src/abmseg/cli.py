@@ -99,6 +99,7 @@ def _normalise(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
+    import logging
     import time
 
     import torch
@@ -107,16 +108,23 @@ def _predict(args: argparse.Namespace) -> None:
     from abmseg.infer.model_bundle import load_model_bundle
 
     begin = time.perf_counter()
+    if not args.quiet:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     out = Path(args.out)
     patient = args.patient or out.resolve().name
     device = torch.device(args.device) if args.device else None
     bundle = load_model_bundle(args.bundle, device=device, threads=args.threads, patient=patient)
+    logging.getLogger(__name__).info(
+        "%s: bundle %s verified and loaded in %.1f s", patient, bundle.variant,
+        time.perf_counter() - begin,
+    )  # fmt: skip
     progress = SliceProgress(f"{patient}: inference", 1, enabled=not args.quiet)
     summary = predict_ct_only(patient, args.ct, bundle, PredictionPaths.in_folder(out), progress)
     progress.close()
     if not args.no_dicom:
         from abmseg.rt.export import export_patient
 
+        exported_at = time.perf_counter()
         export_patient(
             patient,
             out / "abm_ct.nii.gz",
@@ -125,6 +133,10 @@ def _predict(args: argparse.Namespace) -> None:
             out / "abm_seg.dcm",
             out / "abm_rtstruct.dcm",
         )
+        logging.getLogger(__name__).info(
+            "%s: DICOM SEG and RTSTRUCT written in %.1f s", patient,
+            time.perf_counter() - exported_at,
+        )  # fmt: skip
     seconds = time.perf_counter() - begin
     by_value = sorted(bundle.regions, key=bundle.regions.get)
     voxels = ", ".join(f"{name} {summary['voxels_per_region'][name]}" for name in by_value)
@@ -263,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--threads", type=int, default=4, help="CPU threads (without a GPU)")
     predict.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     predict.add_argument("--no-dicom", action="store_true", help="skip DICOM SEG and RTSTRUCT")
-    predict.add_argument("--quiet", action="store_true", help="no progress bar")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar, no timings")
     predict.set_defaults(func=_predict)
 
     split = sub.add_parser("split", help="stable 7:3 train/test split of a cohort sheet")

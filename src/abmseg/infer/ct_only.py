@@ -9,6 +9,7 @@ call :func:`predict_ct_only`, so the two paths give the same masks.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from abmseg.io.volume import image_like, write_nifti
 from abmseg.preprocess.normalise import window_ct
 from abmseg.preprocess.roi import AIR_HU, CropSettings, body_box, crop_image
 from abmseg.train.progress import ProgressLine
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -106,8 +109,11 @@ def predict_ct_only(
     and ``prediction.json`` records the box and the bundle used (no PHI: the patient is named by
     ``patient`` only). Returns that summary.
     """
+    begin = time.perf_counter()
     prepared = prepare_ct(patient, ct_dir, bundle.preprocessing)
     ct, grid = prepared.ct, prepared.normalised
+    prepared_at = time.perf_counter()
+    log.info("%s: CT converted, cropped and windowed in %.1f s", patient, prepared_at - begin)
     spet, labels = predict_volume(
         sitk.GetArrayFromImage(grid),
         bundle.networks,
@@ -115,6 +121,8 @@ def predict_ct_only(
         bundle.device,
         progress,
     )
+    inferred_at = time.perf_counter()
+    log.info("%s: networks ran in %.1f s", patient, inferred_at - prepared_at)
     suv_ceiling = bundle.preprocessing["normalise"]["suv_ceiling"]
     write_nifti(image_like(spet_to_suv(spet, suv_ceiling), grid), out.spet)
     write_nifti(image_like(labels, grid), out.abm)
@@ -140,4 +148,5 @@ def predict_ct_only(
         "voxels_per_region": {name: int(counts[value]) for name, value in bundle.regions.items()},
     }
     write_json(out.summary, summary)
+    log.info("%s: outputs written in %.1f s", patient, time.perf_counter() - inferred_at)
     return summary
