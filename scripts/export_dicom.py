@@ -12,5 +12,6 @@ with rule_step(snakemake) as log:
         snakemake.params.regions,
         snakemake.output.seg,
         snakemake.output.rtstruct,
+        made_by=snakemake.params.made_by,
     )
     log.info("exported %s", summary["voxels_per_region"])

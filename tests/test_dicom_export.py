@@ -7,11 +7,14 @@ series, and carry no identity beyond that CT's own.
 
 from __future__ import annotations
 
+import shutil
+
 import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from conftest import pipeline_snakemake
 
 from abmseg import __version__
 from abmseg.io.dicom_series import list_dicom_files
@@ -134,6 +137,28 @@ def test_pipeline_exports_every_test_patient_on_its_ct(pipeline):
         for record in ("abm_seg.dcm", "abm_rtstruct.dcm"):
             path = work / "results" / "provenance" / "dicom" / "full" / patient / f"{record}.json"
             assert path.is_file(), path
+
+
+@pytest.mark.slow
+def test_the_rule_exports_a_non_empty_mask_that_reads_back_with_dice_above_099(pipeline, tmp_path):
+    """The tiny run's masks may be empty; in a copy of the run one test patient's abm_ct is
+    replaced by its true label (all three regions) and the rule reruns on it alone."""
+    work = tmp_path / "work"
+    shutil.copytree(pipeline["work"], work, symlinks=True)
+    patient = _test_patients(work)[0]
+    abm_ct = work / "results" / "inference" / "full" / patient / "abm_ct.nii.gz"
+    label = work / "results" / "converted" / patient / "label.nii.gz"
+    shutil.copyfile(label, abm_ct)
+    expected = sitk.GetArrayFromImage(sitk.ReadImage(str(abm_ct)))
+    assert set(np.unique(expected)) == {0, 1, 2, 3}
+    folder = work / "results" / "dicom" / "full" / patient
+    targets = [str(folder.relative_to(work) / n) for n in ("abm_seg.dcm", "abm_rtstruct.dcm")]
+    result = pipeline_snakemake(work, pipeline["sheet"], pipeline["fast"], "--cores", "1", *targets)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "export_dicom" in result.stdout + result.stderr
+    ct = sitk.ReadImage(str(work / "results" / "converted" / patient / "ct.nii.gz"))
+    for back in read_back(folder / "abm_seg.dcm", folder / "abm_rtstruct.dcm", ct, patient):
+        assert_same_label(back, expected)
 
 
 @pytest.mark.slow

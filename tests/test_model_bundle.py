@@ -182,8 +182,11 @@ def test_other_abmseg_version_is_refused_naming_both(bundle):
     )
 
 
-def edit(key: str, value) -> Callable[[Path], None]:
-    """A damage that sets one manifest key (a dotted path) to ``value`` (None: deletes it)."""
+def edit(key: str, value, resign: bool = True) -> Callable[[Path], None]:
+    """A damage that sets one manifest key (a dotted path) to ``value`` (None: deletes it).
+
+    ``resign``: store the edited manifest's own digest again, as a crafted or miswritten bundle
+    would, so the check for that damage itself is reached (not the digest check before it)."""
 
     def damage(folder: Path) -> None:
         manifest = json.loads((folder / MANIFEST).read_text())
@@ -195,6 +198,8 @@ def edit(key: str, value) -> Callable[[Path], None]:
             del target[last]
         else:
             target[last] = value
+        if resign:
+            manifest["manifest_sha256"] = model_bundle.manifest_digest(manifest)
         (folder / MANIFEST).write_text(json.dumps(manifest))
 
     return damage
@@ -241,6 +246,38 @@ def truncate(folder: Path) -> None:
 def test_damaged_bundles_are_refused(bundle, damage, where, text):
     damage(bundle)
     refused(bundle, str(bundle / where), text)
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("preprocessing.normalise.ct_width_hu", 400.0),
+        ("sampler.steps", 1000),
+        ("regions.ilium", 3),
+        ("networks.mpfpsn.sha256", "0" * 64),
+    ],
+)
+def test_an_edited_manifest_is_refused(bundle, key, value):
+    """Only the weights have their own hashes; the manifest's settings are covered by its
+    manifest_sha256 (a recorded weight hash edited to match changed weights included)."""
+    edit(key, value, resign=False)(bundle)
+    refused(bundle, str(bundle / MANIFEST), "edited after it was written")
+
+
+def test_ddpm_without_a_step_count_is_a_valid_sampler(tmp_path, model_pts):
+    """``steps: null`` (the full DDPM chain) is a setting, not a missing one."""
+    ddpm = {**SAMPLER, "sampler": "ddpm", "steps": None}
+    write_model_bundle(
+        tmp_path / "b",
+        model_pts["full"],
+        preprocessing=PREPROCESSING,
+        sampler=ddpm,
+        regions=REGIONS,
+        provenance=None,
+    )
+    loaded = load_model_bundle(tmp_path / "b", device=CPU)
+    settings = loaded.inference_settings()
+    assert settings.sampler == "ddpm" and settings.steps is None
 
 
 def test_a_folder_without_bundle_json_is_not_a_bundle(tmp_path):

@@ -13,18 +13,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 from conftest import REPO, planned_jobs
 
 from abmseg.infer.ct_only import prepare_ct
+from abmseg.infer.model_bundle import write_model_bundle
 from abmseg.io.dicom_series import read_series
 from abmseg.io.volume import Geometry
 from abmseg.preprocess.normalise import NormaliseSettings, normalise_patient
 from abmseg.preprocess.roi import CropSettings, crop_patient
+from abmseg.rt import load_rtstruct
 from abmseg.rt.seg import read_dicom_seg
 from abmseg.synth import generate_cohort
+from abmseg.train.networks import Networks, make_bundle, variant_presets, write_bundle
+from abmseg.train.settings import TrainSettings
+from abmseg.train.variants import get_variant
 from abmseg.workflow_run import run_snakemake
 
 NEW_PATIENTS = ("CTONLY1", "CTONLY2")
+REGIONS = {"lumbosacral_spine": 1, "ilium": 2, "lower_pelvis": 3}
 OUTPUTS = ("spet.nii.gz", "abm.nii.gz", "abm_ct.nii.gz", "prediction.json")
 PREPROCESSING = {
     "crop": {"margin_mm": [10.0, 10.0, 0.0], "clear_outside_body": True},
@@ -99,11 +106,13 @@ def ct_only_snakemake(pipeline, work: Path, sheet: Path, bundle_path: Path, *arg
 
 @pytest.fixture(scope="module")
 def ct_only_run(pipeline, bundle, new_cohort) -> dict:
+    """The CT-only sheet run with a copy of the pipeline's bundle, given as a relative path."""
     work = new_cohort["root"] / "work"
-    work.mkdir()
-    dry = ct_only_snakemake(pipeline, work, new_cohort["sheet"], bundle, "-n")
+    shutil.copytree(bundle, work / "models" / "full")
+    relative = Path("models/full")
+    dry = ct_only_snakemake(pipeline, work, new_cohort["sheet"], relative, "-n")
     assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
-    result = ct_only_snakemake(pipeline, work, new_cohort["sheet"], bundle, "--cores", "2")
+    result = ct_only_snakemake(pipeline, work, new_cohort["sheet"], relative, "--cores", "2")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return {"work": work, "planned": planned_jobs(dry.stdout + dry.stderr)}
 
@@ -129,7 +138,7 @@ def test_the_run_writes_a_self_describing_bundle(pipeline, bundle):
     assert manifest["preprocessing"]["crop"]["margin_mm"] == [10.0, 10.0, 0.0]
     assert manifest["preprocessing"]["normalise"]["suv_ceiling"] == 10.0
     assert manifest["sampler"]["steps"] == 2  # the FAST override of this run
-    assert manifest["regions"] == {"lumbosacral_spine": 1, "ilium": 2, "lower_pelvis": 3}
+    assert manifest["regions"] == REGIONS
     assert manifest["provenance"]["rule"] == "train_stage2"
     assert manifest["image_size"] == 32
     records = pipeline["work"] / "results" / "provenance" / "bundles" / "full"
@@ -163,12 +172,16 @@ def test_ct_only_patients_get_masks_on_their_ct_and_dicom_exports(ct_only_run, n
         assert summary["patient_id"] == patient and summary["bundle"]["variant"] == "full"
         labels = sitk.GetArrayFromImage(abm_ct)
         assert summary["voxels_per_region"] == {
-            name: int(np.count_nonzero(labels == value))
-            for name, value in (("lumbosacral_spine", 1), ("ilium", 2), ("lower_pelvis", 3))
+            name: int(np.count_nonzero(labels == value)) for name, value in REGIONS.items()
         }
-        seg = work / "results" / "dicom" / "predict" / patient / "abm_seg.dcm"
-        back = read_dicom_seg(seg, abm_ct, patient=patient)
+        exports = work / "results" / "dicom" / "predict" / patient
+        back = read_dicom_seg(exports / "abm_seg.dcm", abm_ct, patient=patient)
         np.testing.assert_array_equal(sitk.GetArrayFromImage(back), labels)
+        frame = str(series.datasets[0].FrameOfReferenceUID)
+        contours = load_rtstruct(
+            exports / "abm_rtstruct.dcm", abm_ct, patient, REGIONS, {}, frame_of_reference=frame
+        )
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(contours.image), labels)
 
 
 @pytest.mark.slow
@@ -186,6 +199,46 @@ def test_cli_and_dag_give_identical_masks(ct_only_run, new_cohort, bundle, tmp_p
     )
     back = read_dicom_seg(out / "abm_seg.dcm", sitk.ReadImage(str(dag / "abm_ct.nii.gz")))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(back), array(dag / "abm_ct.nii.gz"))
+
+
+def untrained_bundle(folder: Path) -> Path:
+    """A `full` bundle of untrained tiny networks: their masks are far from empty, unlike the
+    tiny pipeline's briefly trained model, so identical masks mean something."""
+    torch.manual_seed(5)
+    presets = variant_presets(get_variant("full"), "tiny", 2)
+    settings = TrainSettings(model_preset="tiny", image_size=32).to_dict()
+    model = make_bundle("full", 2, settings, presets, Networks.build(presets), ["X"], 0, 0, [])
+    write_bundle(folder / "model.pt", model)
+    sampler = {"sampler": "ddim", "steps": 2, "start_step": None, "batch_size": 8, "seed": 42}
+    write_model_bundle(
+        folder / "full",
+        folder / "model.pt",
+        preprocessing=PREPROCESSING,
+        sampler=sampler,
+        regions=REGIONS,
+        provenance=None,
+    )
+    return folder / "full"
+
+
+@pytest.mark.slow
+def test_dag_and_cli_masks_are_identical_where_they_are_not_empty(pipeline, new_cohort, tmp_path):
+    bundle_path = untrained_bundle(tmp_path / "untrained")
+    patient = NEW_PATIENTS[1]
+    ct = new_cohort["cts"][patient]
+    work = tmp_path / "work"
+    work.mkdir()
+    sheet = write_sheet(tmp_path / "one.tsv", [f"{patient}\t{ct}\t\t"])
+    run = ct_only_snakemake(pipeline, work, sheet, bundle_path, "--cores", "2")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    result = cli_predict(bundle_path, ct, tmp_path / patient, "--no-dicom")
+    assert result.returncode == 0, result.stderr[-3000:]
+    dag = work / "results" / "predict" / patient
+    labels = array(dag / "abm_ct.nii.gz")
+    assert np.count_nonzero(labels) > 1000 and len(np.unique(labels)) > 1
+    for name in ("abm.nii.gz", "abm_ct.nii.gz", "spet.nii.gz"):
+        np.testing.assert_array_equal(array(tmp_path / patient / name), array(dag / name))
+    assert not (tmp_path / patient / "abm_seg.dcm").exists()
 
 
 @pytest.mark.slow
@@ -212,9 +265,23 @@ def test_a_tampered_bundle_is_refused_by_the_cli_and_the_dag(
     sheet = write_sheet(tmp_path / "one.tsv", [f"{patient}\t{new_cohort['cts'][patient]}\t\t"])
     run = ct_only_snakemake(pipeline, work, sheet, tampered, "--cores", "1")
     assert run.returncode != 0
-    log = (work / "logs" / "predict" / f"{patient}.log").read_text()
-    assert "SHA-256" in log and "mpfpsn.pt" in log and "Fix:" in log
-    assert not any((work / "results" / "predict").rglob("*.nii.gz"))
+    message = run.stdout + run.stderr
+    assert "config 'model_bundle'" in message and "SHA-256" in message
+    assert "mpfpsn.pt" in message and "Fix:" in message
+    assert not (work / "results").exists(), "the bundle is checked before any job runs"
+
+
+@pytest.mark.slow
+def test_an_edited_manifest_is_refused(bundle, new_cohort, tmp_path):
+    """Settings edited in bundle.json (here the CT window) no longer match its own hash."""
+    edited = tmp_path / "edited"
+    shutil.copytree(bundle, edited)
+    manifest = json.loads((edited / "bundle.json").read_text())
+    manifest["preprocessing"]["normalise"]["ct_width_hu"] = 400.0
+    (edited / "bundle.json").write_text(json.dumps(manifest))
+    result = cli_predict(edited, new_cohort["cts"][NEW_PATIENTS[0]], tmp_path / "out")
+    assert result.returncode == 1
+    assert "edited after it was written" in result.stderr and "bundle.json" in result.stderr
 
 
 @pytest.mark.slow
@@ -249,3 +316,7 @@ def test_ct_only_patients_without_a_bundle_or_a_cohort_to_train_are_refused(new_
     result = run_snakemake(tmp_path, new_cohort["sheet"], "-n", config=(f"model_bundle={missing}",))
     assert result.returncode != 0
     assert f"'model_bundle' {missing} holds no bundle.json" in result.stdout + result.stderr
+    inside = "results/bundles/full"
+    result = run_snakemake(tmp_path, new_cohort["sheet"], "-n", config=(f"model_bundle={inside}",))
+    assert result.returncode != 0
+    assert "lies inside this run's results/ folder" in result.stdout + result.stderr

@@ -24,6 +24,8 @@ from abmseg.workflow_run import run_snakemake
 
 PER_PATIENT_CHAIN = {"convert", "register", "crop", "normalise"}
 TRAINING = {"train_stage1", "train_stage2"}
+# What an inference setting reruns: the bundle carries the sampler settings.
+INFERENCE_ONWARD = {"infer", "metrics", "figure", "export_dicom", "bundle", "aggregate", "all"}
 
 
 def dry_run_output(pipeline: dict, *configfiles: Path, sheet: Path | None = None) -> str:
@@ -190,17 +192,7 @@ def test_touching_files_without_changing_them_plans_nothing(pipeline):
 def test_the_ct_window_reruns_normalisation_onward(pipeline, tmp_path):
     width = config_value("normalise", "ct_width_hu")
     jobs = dry_run(pipeline, write_config(tmp_path, f"normalise: {{ct_width_hu: {width + 100}}}"))
-    assert rules_of(jobs) == {
-        "normalise",
-        *TRAINING,
-        "infer",
-        "metrics",
-        "figure",
-        "export_dicom",
-        "bundle",
-        "aggregate",
-        "all",
-    }
+    assert rules_of(jobs) == {"normalise", *TRAINING, *INFERENCE_ONWARD}
     assert {wc["patient"] for rule, wc in jobs if rule == "normalise"} == set(split_of(pipeline))
 
 
@@ -214,15 +206,7 @@ def test_a_metric_option_reruns_only_the_metrics(pipeline, tmp_path):
 @pytest.mark.slow
 def test_an_inference_option_reruns_inference_onward(pipeline, tmp_path):
     jobs = dry_run(pipeline, write_config(tmp_path, "inference: {steps: 3}"))
-    assert rules_of(jobs) == {
-        "infer",
-        "metrics",
-        "figure",
-        "export_dicom",
-        "bundle",
-        "aggregate",
-        "all",
-    }
+    assert rules_of(jobs) == INFERENCE_ONWARD
 
 
 @pytest.mark.slow

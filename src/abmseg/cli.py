@@ -104,14 +104,19 @@ def _predict(args: argparse.Namespace) -> None:
 
     import torch
 
-    from abmseg.infer.ct_only import PredictionPaths, SliceProgress, predict_ct_only
+    from abmseg.cohort.sheet import check_patient_id
+    from abmseg.infer.ct_only import SliceProgress, predict_into_folder
     from abmseg.infer.model_bundle import load_model_bundle
 
     begin = time.perf_counter()
     if not args.quiet:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    out = Path(args.out)
-    patient = args.patient or out.resolve().name
+    patient = args.patient or Path(args.out).resolve().name
+    why = check_patient_id(patient)
+    if why:
+        raise PatientDataError(
+            patient, args.out, f"the patient name {why}", "pass --patient with a pseudonym"
+        )
     device = torch.device(args.device) if args.device else None
     bundle = load_model_bundle(args.bundle, device=device, threads=args.threads, patient=patient)
     logging.getLogger(__name__).info(
@@ -119,39 +124,25 @@ def _predict(args: argparse.Namespace) -> None:
         time.perf_counter() - begin,
     )  # fmt: skip
     progress = SliceProgress(f"{patient}: inference", 1, enabled=not args.quiet)
-    summary = predict_ct_only(patient, args.ct, bundle, PredictionPaths.in_folder(out), progress)
-    progress.close()
-    if not args.no_dicom:
-        from abmseg.rt.export import export_patient
-
-        exported_at = time.perf_counter()
-        export_patient(
-            patient,
-            out / "abm_ct.nii.gz",
-            args.ct,
-            bundle.regions,
-            out / "abm_seg.dcm",
-            out / "abm_rtstruct.dcm",
+    try:
+        summary = predict_into_folder(
+            patient, args.ct, bundle, args.out, dicom=not args.no_dicom, progress=progress
         )
-        logging.getLogger(__name__).info(
-            "%s: DICOM SEG and RTSTRUCT written in %.1f s", patient,
-            time.perf_counter() - exported_at,
-        )  # fmt: skip
+    finally:
+        progress.close()
     seconds = time.perf_counter() - begin
     by_value = sorted(bundle.regions, key=bundle.regions.get)
     voxels = ", ".join(f"{name} {summary['voxels_per_region'][name]}" for name in by_value)
-    print(f"{patient}: ABM voxels {voxels}; {out} in {seconds:.1f} s on {bundle.device}")
+    print(f"{patient}: ABM voxels {voxels}; {args.out} in {seconds:.1f} s on {bundle.device}")
 
 
 def _split(args: argparse.Namespace) -> None:
-    from abmseg.cohort.sheet import ct_only_patients, load_sheet
+    from abmseg.cohort.sheet import load_sheet, scored_patients
     from abmseg.cohort.split import assign_split, write_split
 
     sheet = load_sheet(args.sheet)
     overrides = {p: s for p, s in sheet["split"].items() if s}
-    ct_only = set(ct_only_patients(sheet))
-    scored = [p for p in sheet.index if p not in ct_only]
-    assignment = assign_split(scored, args.train_fraction, args.salt, overrides)
+    assignment = assign_split(scored_patients(sheet), args.train_fraction, args.salt, overrides)
     write_split(assignment, args.out)
     print(f"wrote {args.out}")
 
@@ -271,7 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="output folder: spet/abm/abm_ct.nii.gz, prediction.json, abm_seg.dcm, "
         "abm_rtstruct.dcm (the DICOM files carry the CT's patient identity)",
     )
-    predict.add_argument("--patient", help="name used in messages (default: the --out folder's)")
+    predict.add_argument(
+        "--patient",
+        help="pseudonym for messages and prediction.json (default: the --out folder's name)",
+    )
     predict.add_argument("--threads", type=int, default=4, help="CPU threads (without a GPU)")
     predict.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     predict.add_argument("--no-dicom", action="store_true", help="skip DICOM SEG and RTSTRUCT")

@@ -3,8 +3,16 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from abmseg.cohort.sheet import SheetError, ct_only_patients, load_sheet
+from abmseg.cohort.sheet import (
+    SheetError,
+    ct_only_patients,
+    load_sheet,
+    scored_patients,
+)
 from abmseg.cohort.split import assign_split
+from abmseg.errors import PatientDataError
+from abmseg.infer.model_bundle import MANIFEST as MODEL_BUNDLE_FILE
+from abmseg.infer.model_bundle import verify_model_bundle
 from abmseg.io.dicom_series import list_dicom_files
 from abmseg.train.variants import VARIANTS as VARIANT_SPECS
 
@@ -25,7 +33,7 @@ validate(patients, schema="../schemas/patients.schema.yaml", set_default=False)
 PATIENTS = list(patients.index)
 # CT-only patients (no PET, no label) are only predicted, with the model bundle below.
 CT_ONLY_PATIENTS = ct_only_patients(patients)
-SCORED_PATIENTS = [p for p in PATIENTS if patients.loc[p, "pet"]]
+SCORED_PATIENTS = scored_patients(patients)
 SPLIT = assign_split(
     SCORED_PATIENTS,
     config["split"]["train_fraction"],
@@ -51,26 +59,45 @@ MODEL_PRESET_FILES = [
     for network in ("cyclegan", "diffusion", "mpfpsn")
 ]
 VARIANTS = config["variants"]
-# The bundle CT-only patients are predicted with: a configured folder (no training needed for
-# them), else the one this run trains for the first variant.
-MODEL_BUNDLE = config["model_bundle"] or f"results/bundles/{VARIANTS[0]}"
-if CT_ONLY_PATIENTS and not config["model_bundle"] and not SCORED_PATIENTS:
+
+
+def configured_bundle(path):
+    """The configured model bundle as an absolute path and its manifest, verified (format,
+    version, SHA-256 of the manifest and of every weight file) before any job is planned. It may
+    not lie in this run's results/: a rule writes there, and predicting from it could retrain
+    it. A relative path is taken from the working directory."""
+    folder = Path(path).resolve()
+    if Path("results").resolve() in folder.parents:
+        raise WorkflowError(
+            f"config 'model_bundle' {path} lies inside this run's results/ folder, which the "
+            "pipeline rewrites: leave model_bundle null to use this run's own bundle, or copy "
+            "the bundle folder elsewhere and point to the copy"
+        )
+    if not (folder / MODEL_BUNDLE_FILE).is_file():
+        raise WorkflowError(
+            f"config 'model_bundle' {path} holds no {MODEL_BUNDLE_FILE}: point it to a bundle "
+            "folder written by the rule 'bundle' (a copy of results/bundles/<variant> of a "
+            "finished run)"
+        )
+    try:
+        return str(folder), verify_model_bundle(folder)
+    except PatientDataError as error:
+        raise WorkflowError(f"config 'model_bundle': {error}") from None
+
+
+# The bundle CT-only patients are predicted with: a configured folder (verified now, once; no
+# training needed for them), else the one this run trains for the first variant.
+MODEL_BUNDLE = f"results/bundles/{VARIANTS[0]}"
+PREDICT_REGIONS = config["regions"]
+if CT_ONLY_PATIENTS and config["model_bundle"]:
+    MODEL_BUNDLE, bundle_manifest = configured_bundle(config["model_bundle"])
+    PREDICT_REGIONS = bundle_manifest["regions"]
+elif CT_ONLY_PATIENTS and not SCORED_PATIENTS:
     raise WorkflowError(
-        f"{len(CT_ONLY_PATIENTS)} CT-only patient(s) and no patient with PET and label to train a "
-        "model on: set config 'model_bundle' to a trained bundle folder (results/bundles/<variant> "
-        "of an earlier run)"
+        f"{len(CT_ONLY_PATIENTS)} CT-only patient(s) and no patient with PET and label to train "
+        "a model on: set config 'model_bundle' to a trained bundle folder (a copy of "
+        "results/bundles/<variant> of an earlier run)"
     )
-if (
-    CT_ONLY_PATIENTS
-    and config["model_bundle"]
-    and not Path(MODEL_BUNDLE, "bundle.json").is_file()
-    and Path(MODEL_BUNDLE).parent != Path("results/bundles")
-):
-    raise WorkflowError(
-        f"config 'model_bundle' {MODEL_BUNDLE} holds no bundle.json: point it to a bundle folder "
-        "written by the rule 'bundle' (results/bundles/<variant> of a finished run)"
-    )
-STAGE2_VARIANTS = [v for v in VARIANTS if VARIANT_SPECS[v].uses_diffusion]
 FIGURE_PATIENTS = TEST_PATIENTS[:3]
 
 
@@ -179,6 +206,7 @@ def bundle_preprocessing():
 
 
 def bundle_sampler():
+    """The sampler a bundle predicts with: this run's inference settings and seed."""
     return {**config["inference"], "seed": config["seed"]}
 
 
@@ -218,6 +246,12 @@ def dicom_exports():
     return expand(path, source=VARIANTS, patient=TEST_PATIENTS, kind=kinds) + expand(
         path, source=["predict"], patient=CT_ONLY_PATIENTS, kind=kinds
     )
+
+
+def exported_regions(wildcards):
+    """Region table of an export: the bundle's for CT-only patients (a bundle from elsewhere
+    may name its regions differently from this config)."""
+    return PREDICT_REGIONS if wildcards.source == "predict" else config["regions"]
 
 
 def exported_mask(wildcards):

@@ -20,6 +20,9 @@ rule export_dicom:
         **scheduler_resources("export_dicom"),
     params:
         ct_folder=get_series_folder("ct"),
-        regions=config["regions"],
+        regions=exported_regions,
+        made_by=lambda wildcards: (
+            "predict" if wildcards.source == "predict" else "infer"
+        ),
     script:
         "../../scripts/export_dicom.py"

@@ -125,3 +125,8 @@ def load_sheet(path: str | Path, check_files: bool = True) -> pd.DataFrame:
 def ct_only_patients(sheet: pd.DataFrame) -> list[str]:
     """Patients with a CT and neither PET nor label: predicted only, never trained or scored."""
     return [pid for pid, pet in sheet["pet"].items() if not pet]
+
+
+def scored_patients(sheet: pd.DataFrame) -> list[str]:
+    """Patients with PET and label: the ones the train/test split divides."""
+    return [pid for pid, pet in sheet["pet"].items() if pet]

@@ -8,8 +8,9 @@ call :func:`predict_ct_only`, so the two paths give the same masks.
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,11 +20,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from abmseg.atomic import write_json
-from abmseg.infer.model_bundle import MANIFEST, ModelBundle
-from abmseg.infer.patient import spet_to_suv
-from abmseg.infer.predict import paste_into_ct_grid, predict_volume
+from abmseg.infer.model_bundle import ModelBundle
+from abmseg.infer.patient import write_prediction
+from abmseg.infer.predict import predict_volume
 from abmseg.io.convert import convert_ct
-from abmseg.io.volume import image_like, write_nifti
+from abmseg.io.volume import image_like
 from abmseg.preprocess.normalise import window_ct
 from abmseg.preprocess.roi import AIR_HU, CropSettings, body_box, crop_image
 from abmseg.train.progress import ProgressLine
@@ -61,11 +62,10 @@ class SliceProgress(ProgressLine):
 
     def __call__(self, done: int, total: int) -> None:
         self.total = max(total, 1)
+        if done == 0:  # the networks start now: the rate leaves CT preparation out
+            self.start = time.perf_counter()
+            return
         self.update(done, done, float("nan"))
-
-
-def _manifest_sha256(bundle: ModelBundle) -> str:
-    return hashlib.sha256((bundle.folder / MANIFEST).read_bytes()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -124,10 +124,9 @@ def predict_ct_only(
     inferred_at = time.perf_counter()
     log.info("%s: networks ran in %.1f s", patient, inferred_at - prepared_at)
     suv_ceiling = bundle.preprocessing["normalise"]["suv_ceiling"]
-    write_nifti(image_like(spet_to_suv(spet, suv_ceiling), grid), out.spet)
-    write_nifti(image_like(labels, grid), out.abm)
-    full_shape = tuple(reversed(ct.GetSize()))
-    write_nifti(image_like(paste_into_ct_grid(labels, prepared.box, full_shape), ct), out.abm_ct)
+    write_prediction(
+        spet, labels, grid, ct, prepared.box, suv_ceiling, out.spet, out.abm, out.abm_ct
+    )
     counts = np.bincount(labels.ravel(), minlength=256)
     summary = {
         "patient_id": patient,
@@ -142,11 +141,54 @@ def predict_ct_only(
         "bundle": {
             "variant": bundle.variant,
             "abmseg_version": bundle.manifest["abmseg_version"],
-            "manifest_sha256": _manifest_sha256(bundle),
+            "manifest_sha256": bundle.manifest["manifest_sha256"],
         },
         "sampler": bundle.sampler,
         "voxels_per_region": {name: int(counts[value]) for name, value in bundle.regions.items()},
     }
     write_json(out.summary, summary)
     log.info("%s: outputs written in %.1f s", patient, time.perf_counter() - inferred_at)
+    return summary
+
+
+DICOM_NAMES = ("abm_seg.dcm", "abm_rtstruct.dcm")
+
+
+def predict_into_folder(
+    patient: str,
+    ct_dir: str | Path,
+    bundle: ModelBundle,
+    out: str | Path,
+    *,
+    dicom: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """``abmseg predict``: :func:`predict_ct_only` into ``out``, plus the DICOM SEG and RTSTRUCT.
+
+    Everything is written into a hidden sibling folder first and moved into ``out`` only when
+    complete, so a failure leaves ``out`` as it was; a DICOM file of an earlier prediction that
+    this one does not write (``dicom=False``) is removed, so no file in ``out`` is stale.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+        staging = Path(tmp)
+        paths = PredictionPaths.in_folder(staging)
+        summary = predict_ct_only(patient, ct_dir, bundle, paths, progress)
+        if dicom:
+            from abmseg.rt.export import export_patient  # highdicom only when asked for
+
+            begin = time.perf_counter()
+            seg, rtstruct = (staging / name for name in DICOM_NAMES)
+            export_patient(
+                patient, paths.abm_ct, ct_dir, bundle.regions, seg, rtstruct, made_by="predict"
+            )
+            log.info(
+                "%s: DICOM SEG and RTSTRUCT written in %.1f s", patient, time.perf_counter() - begin
+            )
+        out.mkdir(exist_ok=True)
+        for name in DICOM_NAMES if not dicom else ():
+            (out / name).unlink(missing_ok=True)
+        for path in sorted(staging.iterdir()):
+            os.replace(path, out / path.name)
     return summary

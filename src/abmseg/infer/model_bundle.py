@@ -34,14 +34,16 @@ from torch import nn
 import abmseg
 from abmseg.atomic import atomic_path, write_json
 from abmseg.errors import PatientDataError
-from abmseg.infer.bundle import pick_device
+from abmseg.infer.bundle import bundle_maker, pick_device
 from abmseg.infer.predict import InferenceSettings, Networks
+from abmseg.io.jsonfile import read_json
 from abmseg.models.cyclegan import ResnetGenerator
 from abmseg.models.diffusion import ConditionalDiffusion
 from abmseg.models.mpfpsn import MPFPSN
 from abmseg.provenance.hashing import sha256_file
+from abmseg.provenance.layout import record_path, results_dir_of_output
 from abmseg.train.checkpoint import load_failure_reason
-from abmseg.train.networks import _inference_diffusion_preset, read_bundle
+from abmseg.train.networks import inference_diffusion_preset, read_bundle
 from abmseg.train.variants import get_variant
 
 MANIFEST = "bundle.json"
@@ -56,7 +58,7 @@ BUILDERS = {
 }
 REQUIRED = (
     "abmseg_version", "variant", "stage", "model_preset", "image_size", "presets", "networks",
-    "preprocessing", "sampler", "regions", "training", "provenance",
+    "preprocessing", "sampler", "regions", "training", "provenance", "manifest_sha256",
 )  # fmt: skip
 # What a bundle must record so inference preprocesses and samples as the pipeline did.
 NEEDED = (
@@ -93,19 +95,44 @@ def _inference_presets(model: dict[str, Any]) -> dict[str, dict]:
     if "cyclegan" in presets and "g_ct2pet" in state:
         out["cyclegan"] = presets["cyclegan"]
     if "diffusion" in presets and "diffusion" in state:
-        out["diffusion"] = _inference_diffusion_preset(dict(presets["diffusion"]))
+        out["diffusion"] = inference_diffusion_preset(dict(presets["diffusion"]))
     return out
 
 
 def _lacking(settings: dict, dotted: tuple[str, ...]) -> list[str]:
-    """The dotted keys (``sampler.steps``) that ``settings`` does not have."""
+    """The dotted keys (``sampler.steps``) that ``settings`` does not have (a key holding None,
+    such as DDPM's ``steps: null``, is present)."""
     out = []
     for key in dotted:
         value: Any = settings
         for part in key.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        out += [key] if value is None else []
+            if not isinstance(value, dict) or part not in value:
+                out.append(key)
+                break
+            value = value[part]
     return out
+
+
+def manifest_digest(manifest: dict) -> str:
+    """SHA-256 of the manifest's canonical JSON without its own ``manifest_sha256`` field: an
+    edited bundle.json (settings, regions, recorded weight hashes) no longer matches it."""
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def training_record_path(model_pt: str | Path) -> Path:
+    """Where the training job that wrote ``model_pt`` left its provenance record."""
+    results = results_dir_of_output(model_pt)
+    if results is None:
+        raise ValueError(f"{model_pt} is not under a results/ folder: it has no training record")
+    return record_path(results, model_pt)
+
+
+def read_training_record(model_pt: str | Path) -> dict:
+    """That record's content: the bundle carries it, so a bundle copied elsewhere still says
+    how, from what and with which code it was trained."""
+    return read_json(training_record_path(model_pt), made_by=bundle_maker(model_pt))
 
 
 def write_model_bundle(
@@ -170,6 +197,7 @@ def write_model_bundle(
             "provenance": provenance,
         }
     )
+    manifest["manifest_sha256"] = manifest_digest(manifest)
     write_json(folder / MANIFEST, manifest)  # last: its presence marks a finished bundle
     return manifest
 
@@ -251,6 +279,12 @@ def _read_manifest(root: Path, manifest_path: Path, patient: str | None) -> dict
         raise refuse(f"bundle.json lacks the key(s) {', '.join(missing)}")
     if version != running:
         raise refuse(f"the bundle was written by abmseg {version}, this is abmseg {running}", other)
+    if manifest["manifest_sha256"] != manifest_digest(manifest):
+        raise refuse(
+            "bundle.json does not match its own manifest_sha256: it was edited after it was "
+            "written (settings, regions or recorded weight hashes may no longer be the trained "
+            "model's)"
+        )
     try:
         spec = get_variant(manifest["variant"])
     except ValueError as exc:
@@ -262,6 +296,8 @@ def _read_manifest(root: Path, manifest_path: Path, patient: str | None) -> dict
     if spec.uses_diffusion and manifest["stage"] == 2:
         expected.append("diffusion")
     networks, presets = manifest["networks"], manifest["presets"]
+    if not isinstance(presets, dict):
+        raise refuse(f"bundle.json's presets are not a table ({type(presets).__name__})")
     if not isinstance(networks, dict) or sorted(networks) != sorted(expected):
         found = sorted(networks) if isinstance(networks, dict) else networks
         raise refuse(

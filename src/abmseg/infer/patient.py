@@ -53,13 +53,30 @@ def infer_patient(
     full_ct = read_nifti(converted_ct, patient, made_by="convert")
     box = read_roi_box(roi_json, patient)
     spet, labels = predict_volume(sitk.GetArrayFromImage(ct_image), networks, settings, device)
-
-    full_shape = tuple(reversed(full_ct.GetSize()))
-    write_nifti(image_like(spet_to_suv(spet, suv_ceiling), ct_image), out_spet)
-    write_nifti(image_like(labels, ct_image), out_abm)
-    write_nifti(image_like(paste_into_ct_grid(labels, box, full_shape), full_ct), out_abm_ct)
+    write_prediction(
+        spet, labels, ct_image, full_ct, box, suv_ceiling, out_spet, out_abm, out_abm_ct
+    )
     counts = np.bincount(labels.ravel(), minlength=4)
     return {
         "patient_id": patient,
         "voxels_per_label": {str(k): int(v) for k, v in enumerate(counts)},
     }
+
+
+def write_prediction(
+    spet: np.ndarray,
+    labels: np.ndarray,
+    cropped: sitk.Image,
+    full_ct: sitk.Image,
+    box: dict[str, list[int]],
+    suv_ceiling: float,
+    out_spet: str | Path,
+    out_abm: str | Path,
+    out_abm_ct: str | Path,
+) -> None:
+    """sPET (SUV) and ABM on the cropped grid, and the ABM pasted back onto the full CT grid:
+    the same three files for a test patient (rule infer) and a CT-only patient (predict)."""
+    full_shape = tuple(reversed(full_ct.GetSize()))
+    write_nifti(image_like(spet_to_suv(spet, suv_ceiling), cropped), out_spet)
+    write_nifti(image_like(labels, cropped), out_abm)
+    write_nifti(image_like(paste_into_ct_grid(labels, box, full_shape), full_ct), out_abm_ct)

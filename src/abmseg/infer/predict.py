@@ -70,13 +70,16 @@ def predict_volume(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Normalised CT volume (z, y, x) -> (sPET in [-1, 1], uint8 labels), both (z, y, x).
 
-    ``on_batch(done, total)`` is called after each batch of body slices (a progress bar)."""
+    ``on_batch(done, total)`` is called before the first and after each batch of body slices
+    (a progress bar)."""
     depth, height, width = ct.shape
     geometry = SliceGeometry(height, width, networks.image_size)
     spet = np.full(ct.shape, -1.0, dtype=np.float32)
     labels = np.zeros(ct.shape, dtype=np.uint8)
     slices = [int(z) for z in body_slices(ct, settings.body_threshold)]
     generator = torch.Generator(device=device).manual_seed(settings.seed)
+    if on_batch is not None:
+        on_batch(0, len(slices))
     for start in range(0, len(slices), settings.batch_size):
         batch_z = slices[start : start + settings.batch_size]
         batch = torch.stack([geometry.to_network(ct[z], kind="image") for z in batch_z])

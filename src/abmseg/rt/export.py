@@ -27,10 +27,12 @@ def export_patient(
     regions: Mapping[str, int],
     out_seg: str | Path,
     out_rtstruct: str | Path,
+    made_by: str = "infer",
 ) -> dict[str, dict[str, int]]:
     """Write ``abm_ct`` (the ABM on the converted planning-CT grid) as SEG and RTSTRUCT of the CT
-    series in ``ct_folder``; return the voxel count per region (0 where the model found none)."""
-    label = read_nifti(abm_ct, patient, made_by="infer")
+    series in ``ct_folder``; return the voxel count per region (0 where the model found none).
+    ``made_by``: the rule that wrote ``abm_ct`` (infer, or predict for CT-only patients)."""
+    label = read_nifti(abm_ct, patient, made_by=made_by)
     series = read_series(ct_folder, "CT", patient)
     write_dicom_seg(label, series, regions, out_seg, patient)
     write_rtstruct(label, series, regions, out_rtstruct, patient=patient)

@@ -37,7 +37,7 @@ def variant_presets(spec: VariantSpec, model_preset: str, stage: int) -> dict[st
     return presets
 
 
-def _inference_diffusion_preset(preset: dict) -> dict:
+def inference_diffusion_preset(preset: dict) -> dict:
     """The preset without a VGG16 loss network: its weights file is a training-only input."""
     loss = dict(preset.get("loss") or {})
     if loss.get("perceptual_network") == "vgg16":
@@ -159,7 +159,7 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> dict[st
     if "cyclegan" in presets and "g_ct2pet" in state:
         modules["g_ct2pet"] = ResnetGenerator.from_preset(presets["cyclegan"])
     if "diffusion" in presets and "diffusion" in state:
-        preset = _inference_diffusion_preset(dict(presets["diffusion"]))
+        preset = inference_diffusion_preset(dict(presets["diffusion"]))
         modules["diffusion"] = ConditionalDiffusion.from_preset(preset)
     for name, module in modules.items():
         module.load_state_dict(state[name])
