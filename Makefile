@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR := demo
-DEMO_PATIENTS := 6
+DEMO_PATIENTS := 7
 DEMO_SEED := 7
 CORES ?= 2
 
@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-$(DEMO_DIR)/patients.tsv: $(STAMP)
+# Rewritten when the Makefile changes (a checkout with an older, smaller demo cohort).
+$(DEMO_DIR)/patients.tsv: $(STAMP) Makefile
 	$(BIN)/abmseg synth $(DEMO_DIR) --patients $(DEMO_PATIENTS) --seed $(DEMO_SEED) --preset tiny
 
 demo-data: $(DEMO_DIR)/patients.tsv
