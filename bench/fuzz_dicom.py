@@ -35,6 +35,8 @@ from pydicom.tag import Tag
 
 from abmseg.errors import PatientDataError
 from abmseg.io.convert import convert_ct, convert_pet
+from abmseg.io.dicom_series import PIXEL_FORMAT_TAGS
+from abmseg.io.suv import SHARED_TAGS
 from abmseg.io.volume import Geometry
 
 PATIENT = "SYN001"
@@ -48,12 +50,7 @@ COMMON_TAGS = [
     "PixelSpacing",
     "Rows",
     "Columns",
-    "SamplesPerPixel",
-    "PhotometricInterpretation",
-    "BitsAllocated",
-    "BitsStored",
-    "HighBit",
-    "PixelRepresentation",
+    *PIXEL_FORMAT_TAGS,
     "RescaleSlope",
     "RescaleIntercept",
     "SeriesInstanceUID",
@@ -65,12 +62,7 @@ COMMON_TAGS = [
     "SliceLocation",
 ]
 PET_TAGS = [
-    "Units",
-    "DecayCorrection",
-    "CorrectedImage",
-    "PatientWeight",
-    "SeriesDate",
-    "SeriesTime",
+    *SHARED_TAGS,
     "AcquisitionDate",
     "AcquisitionTime",
     "NumberOfSlices",

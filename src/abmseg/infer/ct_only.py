@@ -23,8 +23,9 @@ from abmseg.atomic import write_json
 from abmseg.infer.model_bundle import ModelBundle
 from abmseg.infer.patient import write_prediction
 from abmseg.infer.predict import predict_volume
-from abmseg.io.convert import convert_ct
-from abmseg.io.volume import image_like
+from abmseg.io.convert import ct_image
+from abmseg.io.dicom_series import DicomSeries, read_series
+from abmseg.io.volume import image_like, read_nifti
 from abmseg.preprocess.normalise import window_ct
 from abmseg.preprocess.roi import AIR_HU, CropSettings, body_box, crop_image
 from abmseg.train.progress import ProgressLine
@@ -72,6 +73,7 @@ class SliceProgress(ProgressLine):
 class PreparedCT:
     """A CT-only patient's CT as the networks see it, and where it came from."""
 
+    series: DicomSeries  # as read: the DICOM export references it without a second read
     ct: sitk.Image  # the converted CT (HU) on its original grid
     normalised: sitk.Image  # cropped to the body box, bed cleared, windowed to [-1, 1]
     box: dict[str, list[int]]
@@ -82,8 +84,10 @@ class PreparedCT:
 def prepare_ct(patient: str, ct_dir: str | Path, preprocessing: dict) -> PreparedCT:
     """Convert, crop and normalise a CT series exactly as the convert, crop and normalise rules
     treat a training patient's CT (same functions, the bundle's settings)."""
+    begin = time.perf_counter()
     crop = CropSettings.from_config(preprocessing["crop"])
-    ct, _ = convert_ct(ct_dir, patient)
+    series = read_series(ct_dir, "CT", patient)
+    ct = ct_image(series, patient)
     hu = sitk.GetArrayFromImage(ct)
     mask, threshold, box = body_box(hu, ct.GetSpacing(), crop, patient, ct_dir)
     if crop.clear_outside_body:
@@ -93,7 +97,10 @@ def prepare_ct(patient: str, ct_dir: str | Path, preprocessing: dict) -> Prepare
     normalised = window_ct(
         sitk.GetArrayViewFromImage(cropped), window["ct_level_hu"], window["ct_width_hu"]
     )
-    return PreparedCT(ct, image_like(normalised, cropped), box, threshold, int(mask.sum()))
+    log.info(
+        "%s: CT converted, cropped and windowed in %.1f s", patient, time.perf_counter() - begin
+    )
+    return PreparedCT(series, ct, image_like(normalised, cropped), box, threshold, int(mask.sum()))
 
 
 def predict_ct_only(
@@ -102,18 +109,18 @@ def predict_ct_only(
     bundle: ModelBundle,
     out: PredictionPaths,
     progress: Callable[[int, int], None] | None = None,
+    prepared: PreparedCT | None = None,
 ) -> dict:
     """Predict sPET and ABM for the CT series in ``ct_dir`` with ``bundle``; write ``out``.
 
     sPET (SUV) and ABM are written on the cropped grid, the ABM also on the original CT grid,
     and ``prediction.json`` records the box and the bundle used (no PHI: the patient is named by
-    ``patient`` only). Returns that summary.
+    ``patient`` only). Returns that summary. ``prepared``: :func:`prepare_ct`'s result, when the
+    caller keeps it (for the DICOM export).
     """
-    begin = time.perf_counter()
-    prepared = prepare_ct(patient, ct_dir, bundle.preprocessing)
+    prepared = prepared or prepare_ct(patient, ct_dir, bundle.preprocessing)
     ct, grid = prepared.ct, prepared.normalised
     prepared_at = time.perf_counter()
-    log.info("%s: CT converted, cropped and windowed in %.1f s", patient, prepared_at - begin)
     spet, labels = predict_volume(
         sitk.GetArrayFromImage(grid),
         bundle.networks,
@@ -174,15 +181,15 @@ def predict_into_folder(
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
         staging = Path(tmp)
         paths = PredictionPaths.in_folder(staging)
-        summary = predict_ct_only(patient, ct_dir, bundle, paths, progress)
+        prepared = prepare_ct(patient, ct_dir, bundle.preprocessing)
+        summary = predict_ct_only(patient, ct_dir, bundle, paths, progress, prepared)
         if dicom:
-            from abmseg.rt.export import export_patient  # highdicom only when asked for
+            from abmseg.rt.export import export_label  # highdicom only when asked for
 
             begin = time.perf_counter()
             seg, rtstruct = (staging / name for name in DICOM_NAMES)
-            export_patient(
-                patient, paths.abm_ct, ct_dir, bundle.regions, seg, rtstruct, made_by="predict"
-            )
+            label = read_nifti(paths.abm_ct, patient, made_by="predict")
+            export_label(patient, label, prepared.series, bundle.regions, seg, rtstruct)
             log.info(
                 "%s: DICOM SEG and RTSTRUCT written in %.1f s", patient, time.perf_counter() - begin
             )

@@ -40,10 +40,15 @@ def _series_meta(series: DicomSeries) -> dict:
 def convert_ct(ct_dir: str | Path, patient: str) -> tuple[sitk.Image, dict]:
     """CT series -> HU image (int16 when the rescale gives whole HU, else float32)."""
     series = read_series(ct_dir, "CT", patient)
+    return ct_image(series, patient), _series_meta(series)
+
+
+def ct_image(series: DicomSeries, patient: str) -> sitk.Image:
+    """The HU image of a CT series already read (int16 when the rescale gives whole HU)."""
     hu = rescaled_pixels(series, patient)
     integral = np.all(np.mod(hu, 1) == 0) and hu.min() >= -32768 and hu.max() <= 32767
     array = hu.astype(np.int16) if integral else hu
-    return image_from_array(array, series.geometry), _series_meta(series)
+    return image_from_array(array, series.geometry)
 
 
 def convert_pet(pet_dir: str | Path, patient: str) -> tuple[sitk.Image, dict]:

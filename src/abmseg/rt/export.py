@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from abmseg.io.dicom_series import read_series
+from abmseg.io.dicom_series import DicomSeries, read_series
 from abmseg.io.volume import read_nifti
 from abmseg.rt.rtstruct import write_rtstruct
 from abmseg.rt.seg import write_dicom_seg
@@ -34,6 +34,19 @@ def export_patient(
     ``made_by``: the rule that wrote ``abm_ct`` (infer, or predict for CT-only patients)."""
     label = read_nifti(abm_ct, patient, made_by=made_by)
     series = read_series(ct_folder, "CT", patient)
+    return export_label(patient, label, series, regions, out_seg, out_rtstruct)
+
+
+def export_label(
+    patient: str,
+    label: sitk.Image,
+    series: DicomSeries,
+    regions: Mapping[str, int],
+    out_seg: str | Path,
+    out_rtstruct: str | Path,
+) -> dict[str, dict[str, int]]:
+    """:func:`export_patient` for a label and CT series already in memory (``abmseg predict``
+    has both: no second read of the series or the mask)."""
     write_dicom_seg(label, series, regions, out_seg, patient)
     write_rtstruct(label, series, regions, out_rtstruct, patient=patient)
     counts = np.bincount(sitk.GetArrayViewFromImage(label).ravel(), minlength=256)
