@@ -24,6 +24,16 @@ def _synth(args: argparse.Namespace) -> None:
     print(f"wrote {args.patients} synthetic patients; cohort sheet: {sheet}")
 
 
+def _synth_report(args: argparse.Namespace) -> int:
+    from abmseg.synth.report import format_summary, synth_report
+
+    report = synth_report(args.cohort, args.out)
+    print(format_summary(report))
+    folder = args.out or args.cohort
+    print(f"wrote synth_report.tsv, synth_summary.tsv and synth_summary.json in {folder}")
+    return 1 if args.check and report.failed_gates else 0
+
+
 def _convert(args: argparse.Namespace) -> None:
     from abmseg.io.convert import ConvertedPaths, convert_patient
 
@@ -211,6 +221,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="labels as NIfTI, or as an RTSTRUCT of the CT (as a planning system exports them)",
     )
     synth.set_defaults(func=_synth)
+
+    synth_report = sub.add_parser(
+        "synth-report",
+        help="realism figures and trivial baselines of a synthetic cohort, against design gates",
+    )
+    synth_report.add_argument("cohort", help="a cohort folder written by `abmseg synth`")
+    synth_report.add_argument(
+        "--out", help="folder for synth_report.tsv and synth_summary.tsv/.json (default: COHORT)"
+    )
+    synth_report.add_argument(
+        "--check", action="store_true", help="exit 1 when any design gate fails"
+    )
+    synth_report.set_defaults(func=_synth_report)
 
     convert = sub.add_parser("convert", help="one patient's DICOM CT/PET and label to NIfTI")
     convert.add_argument("--patient", required=True)

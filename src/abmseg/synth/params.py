@@ -1,7 +1,8 @@
 """Per-patient random parameters: every number that makes one synthetic patient unique.
 
 Everything is drawn from ``SeedSequence([seed, k])`` and is independent of the grid, so patient k
-is the same person in every preset and in cohorts of any size.
+is the same person in every preset and in cohorts of any size. Literature values used as anchors
+are cited where they are drawn.
 """
 
 from __future__ import annotations
@@ -11,81 +12,115 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from abmseg.synth.shapes import Solid, rotation
+from abmseg.synth.skeleton import REGION_NAMES, PelvisShape
 
 STUDY_DATE = dt.date(2024, 3, 15)
 F18_HALF_LIFE_S = 6586.2
-SPINE, ILIUM, LOWER_PELVIS = 1, 2, 3
-REGION_NAMES = {SPINE: "spine", ILIUM: "ilium", LOWER_PELVIS: "lower_pelvis"}
-# PET noise model: sd = PET_NOISE_GAIN * sqrt(SUV) + PET_NOISE_FLOOR (SUV units).
+__all__ = ["REGION_NAMES", "PatientParams", "draw_patient", "patient_id", "patient_streams"]
+# PET noise model: sd = PET_NOISE_GAIN * sqrt(SUV) + PET_NOISE_FLOOR (SUV units) per PET voxel.
 PET_NOISE_GAIN = 0.08
 PET_NOISE_FLOOR = 0.02
 PSF_FWHM_MM = 6.0
+# CT noise is drawn for a reference voxel of 0.977 x 0.977 x 2.5 mm and scales with
+# 1/sqrt(voxel volume), as quantum noise does when voxels are averaged.
+CT_NOISE_REF_VOXEL_MM3 = 0.9765625 * 0.9765625 * 2.5
+# Mineralised bone tissue and the two marrow components, HU (Suchacki et al., Nat Commun 2020:
+# proximal-femur marrow below 115 HU is fatty, 115-300 HU red; fat about -100 HU).
+BONE_TISSUE_HU = 1900.0
 
 
 @dataclass(frozen=True)
 class Body:
-    """Elliptic-cylinder trunk whose semi-axes change linearly (slowly) along z."""
+    """Trunk outline: fat and muscle margins around the skeleton, and the belly's depth."""
 
-    center_xy: tuple[float, float]
-    semi_xy: tuple[float, float]
-    taper: tuple[float, float]  # relative change of each semi-axis over the CT length
-    fat_mm: float
-    z_extent_mm: float
-
-    def semi_at(self, z: np.ndarray, inset_mm: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-        """Semi-axes (a, b) at heights ``z``, shrunk by ``inset_mm`` (for the muscle core)."""
-        u = np.clip(np.asarray(z, dtype=np.float64) / self.z_extent_mm, -0.25, 1.25) - 0.5
-        a = self.semi_xy[0] * (1.0 + self.taper[0] * u) - inset_mm
-        b = self.semi_xy[1] * (1.0 + self.taper[1] * u) - inset_mm
-        return a, b
-
-    def max_posterior_y(self) -> float:
-        """Largest y (most posterior point) of the body at any simulated height."""
-        return self.center_xy[1] + self.semi_xy[1] * (1.0 + 0.75 * abs(self.taper[1]))
-
-
-@dataclass(frozen=True)
-class Bone:
-    """One bone: an outer solid, a cortex thickness, and the ABM region it belongs to."""
-
-    name: str
-    region: int
-    solid: Solid
-    cortex_mm: float
+    centre_xy: tuple[float, float]
+    fat_mm: float  # subcutaneous fat
+    lateral_muscle_mm: float  # gluteal/thigh muscle beyond the outermost bone
+    posterior_muscle_mm: float  # paraspinal and gluteus maximus behind the bones
+    belly_mm: float  # depth of the abdomen in front of the body centre (inside the fat)
+    wall_mm: float  # abdominal wall muscle thickness
 
 
 @dataclass(frozen=True)
 class Bed:
     """Scanner table: a plate behind the patient, separated from the body by air."""
 
-    y_range_mm: tuple[float, float]
+    gap_mm: float  # air between the body's back and the table
+    thickness_mm: float
     half_width_mm: float
     hu: float
 
 
 @dataclass(frozen=True)
+class BowelLoop:
+    """One bowel segment: a tube through ``points`` (pelvis frame), possibly holding gas."""
+
+    points: tuple[tuple[float, float, float], ...]
+    radius: float
+    gas: bool
+    suv: float
+
+
+@dataclass(frozen=True)
+class Organs:
+    """Pelvic organs and vessels (pelvis frame), and an optional rectal tumour."""
+
+    bladder_fill: float  # scales the bladder's volume
+    rectum_radius: float
+    rectum_gas: bool
+    bowel: tuple[BowelLoop, ...]
+    tumour: tuple[float, float, float, float] | None  # centre (pelvis frame) and radius, mm
+
+
+@dataclass(frozen=True)
 class Tissues:
-    """CT numbers and true SUVbw of each tissue, plus the marrow composition."""
+    """CT numbers and true SUVbw of the soft tissues and cortex."""
 
     fat_hu: float
-    soft_hu: float
-    bladder_hu: float
+    muscle_hu: float
+    disc_hu: float
+    urine_hu: float
+    bowel_wall_hu: float
+    bowel_content_hu: float
     gas_hu: float
+    blood_hu: float
+    tumour_hu: float
     cortex_hu: float
-    red_hu: float
-    yellow_hu: float
-    texture_hu: float
-    ct_noise_sd: float
+    ct_noise_sd: float  # at the reference voxel
     fat_suv: float
-    soft_suv: float
+    muscle_suv: float
+    disc_suv: float
+    urine_suv: float
+    bowel_wall_suv: float
+    blood_suv: float
+    tumour_suv: float
     cortex_suv: float
-    yellow_suv: float
-    red_suv_mean: float
-    red_suv_spread: float
-    bladder_suv: float
-    active_fraction: float
+
+
+@dataclass(frozen=True)
+class Marrow:
+    """Marrow composition fields and how they reach CT and PET.
+
+    cellularity c(x) = sigmoid(logit(c_mean) + site_weight * site(x) + cell_sd * field_c(x));
+    trabecular fraction b(x) = b_mean * site_b(x) * exp(bone_sd * field_b(x));
+    HU = b * BONE_TISSUE_HU + (1 - b) * (c * red_hu + (1 - c) * fat_hu);
+    true SUV = uptake_factor * suv_scale * (1 - b) * (fat_uptake + c) * exp(pet_sd g - pet_sd^2/2),
+    g a smooth field independent of everything the CT shows.
+    """
+
+    cellularity: float
+    trabecular: float
+    site_weight: float
+    cell_sd: float
+    bone_sd: float
     field_sigma_mm: float
+    red_hu: float
+    fat_hu: float
+    suv_scale: float
+    fat_uptake: float
+    uptake_factor: float  # the patient's log-normal factor (CV about 20 %)
+    pet_sd: float
+    pet_sigma_mm: float
 
 
 @dataclass(frozen=True)
@@ -126,12 +161,12 @@ class Acquisition:
 class PatientParams:
     index: int
     patient_id: str
+    pelvis: PelvisShape
     body: Body
-    bones: tuple[Bone, ...]
-    bladder: Solid
-    gas: tuple[Solid, ...]
+    organs: Organs
     bed: Bed
     tissues: Tissues
+    marrow: Marrow
     motion: Motion
     acquisition: Acquisition
 
@@ -140,94 +175,13 @@ def patient_id(index: int) -> str:
     return f"SYN{index:03d}"
 
 
+STREAMS = ("params", "fields", "ct_noise", "pet_noise", "pet_field", "ceiling")
+
+
 def patient_streams(seed: int, index: int) -> dict[str, np.random.Generator]:
     """Independent generators per purpose, so a grid change never shifts the anatomy draws."""
-    children = np.random.SeedSequence([seed, index]).spawn(4)
-    names = ("params", "fields", "ct_noise", "pet_noise")
-    return {n: np.random.default_rng(c) for n, c in zip(names, children, strict=True)}
-
-
-def _bones(
-    rng: np.random.Generator, cx: float, cy: float, length: float, gx: float, gy: float
-) -> list[Bone]:
-    """Pelvic bones laid out around the body centre; positions scale (damped) with body size."""
-    g = float(np.sqrt(gx * gy))
-
-    def jit() -> float:
-        return float(rng.uniform(0.9, 1.1))
-
-    def cortex() -> float:
-        return float(rng.uniform(2.0, 4.0))
-
-    bones: list[Bone] = []
-    # 1: lumbosacral spine. L5 body runs off the top of the field; the sacrum is tilted so its
-    # base (promontory) is anterior-superior.
-    lo, hi = 0.78 * length, length + 80.0
-    l5 = Solid(
-        (cx, cy + 28.0 * gy, (lo + hi) / 2),
-        (24.0 * g * jit(), 17.0 * g * jit(), (hi - lo) / 2),
-        cylinder=True,
-    )
-    bones.append(Bone("L5", SPINE, l5, cortex()))
-    sacrum = Solid(
-        (cx, cy + 48.0 * gy, 0.55 * length),
-        (50.0 * g * jit(), 16.0 * g * jit(), 55.0 * g * jit()),
-        rotation("x", float(rng.uniform(25.0, 35.0))),
-    )
-    bones.append(Bone("sacrum", SPINE, sacrum, cortex()))
-    # 2: iliac wings, plates running from posterior-medial (SI joint) to anterior-lateral.
-    for side, name in ((-1, "ilium_right"), (1, "ilium_left")):
-        wing = Solid(
-            (cx + side * 85.0 * gx, cy + 10.0 * gy, 0.72 * length),
-            (46.0 * g * jit(), float(rng.uniform(11.0, 16.0)), 0.2 * length * jit()),
-            rotation("z", -side * float(rng.uniform(25.0, 35.0))),
-        )
-        bones.append(Bone(name, ILIUM, wing, cortex()))
-    # 3: lower pelvis: femoral heads and shafts, pubic bars, ischia.
-    head_z = float(rng.uniform(0.2, 0.3)) * length
-    for side, tag in ((-1, "right"), (1, "left")):
-        hx = cx + side * float(rng.uniform(85.0, 95.0)) * gx
-        hy = cy - 5.0 * gy
-        hz = head_z + float(rng.uniform(-3.0, 3.0))
-        radius = float(rng.uniform(22.0, 27.0))
-        head = Solid((hx, hy, hz), (radius, radius, radius))
-        bones.append(Bone(f"femoral_head_{tag}", LOWER_PELVIS, head, cortex()))
-        shaft = Solid(
-            (hx + side * 12.0 * gx, hy, hz - 70.0),
-            (15.0 * g * jit(), 15.0 * g * jit(), 95.0),
-            rotation("y", -side * float(rng.uniform(8.0, 12.0))),
-        )
-        bones.append(Bone(f"femur_{tag}", LOWER_PELVIS, shaft, cortex()))
-    for side, tag in ((-1, "right"), (1, "left")):
-        pubis = Solid(
-            (cx + side * 28.0 * gx, cy - 68.0 * gy, head_z - 0.05 * length),
-            (30.0 * g * jit(), 11.0 * g * jit(), 13.0 * g * jit()),
-            rotation("z", side * float(rng.uniform(10.0, 20.0))),
-        )
-        bones.append(Bone(f"pubis_{tag}", LOWER_PELVIS, pubis, cortex()))
-        ischium = Solid(
-            (cx + side * 45.0 * gx, cy + 28.0 * gy, 0.07 * length),
-            (14.0 * g * jit(), 20.0 * g * jit(), 35.0 * g * jit()),
-        )
-        bones.append(Bone(f"ischium_{tag}", LOWER_PELVIS, ischium, cortex()))
-    return bones
-
-
-def _max_fat(body: Body, solids: list[Solid], margin_mm: float = 3.0) -> float:
-    """Thickest fat ring that still keeps every bone inside the muscle core."""
-    pts = np.concatenate([s.surface_points() for s in solids])
-    length = body.z_extent_mm
-    pts = pts[(pts[:, 2] > -0.15 * length) & (pts[:, 2] < 1.15 * length)]
-    lo, hi = 0.0, 60.0
-    for _ in range(30):
-        mid = (lo + hi) / 2
-        a, b = body.semi_at(pts[:, 2], inset_mm=mid + margin_mm)
-        r = ((pts[:, 0] - body.center_xy[0]) / a) ** 2 + ((pts[:, 1] - body.center_xy[1]) / b) ** 2
-        if np.all(r <= 1.0) and np.all(a > 0) and np.all(b > 0):
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    children = np.random.SeedSequence([seed, index]).spawn(len(STREAMS))
+    return {n: np.random.default_rng(c) for n, c in zip(STREAMS, children, strict=True)}
 
 
 def _triple(values: np.ndarray) -> tuple[float, float, float]:
@@ -235,103 +189,156 @@ def _triple(values: np.ndarray) -> tuple[float, float, float]:
     return x, y, z
 
 
-def _gas_pockets(rng: np.random.Generator, body: Body, bones: list[Solid]) -> tuple[Solid, ...]:
-    """A few small bowel-gas pockets, apart from each other and from the bones.
+def draw_uptake_factor(rng: np.random.Generator) -> float:
+    """The patient's marrow uptake factor: log-normal, mean 1, CV about 20 %."""
+    return float(np.exp(rng.normal(0.0, 0.2) - 0.02))
 
-    Overlapping pockets could trap a lone soft-tissue voxel between them, which would show up as
-    an extra connected component after thresholding the CT.
-    """
-    a_in = body.semi_xy[0] - body.fat_mm
-    b_in = body.semi_xy[1] - body.fat_mm
-    cx, cy = body.center_xy
-    boxes = [s.bounds() for s in bones]
-    pockets: list[Solid] = []
-    for _ in range(int(rng.integers(2, 6))):
-        for _attempt in range(20):
-            centre = np.array(
-                [
-                    cx + rng.uniform(-0.45, 0.45) * a_in,
-                    cy + rng.uniform(-0.55, -0.05) * b_in,
-                    rng.uniform(0.45, 0.9) * body.z_extent_mm,
-                ]
+
+def _marrow(rng: np.random.Generator, age: int, sex: str) -> Marrow:
+    """Cellularity and bone density from age and sex, then the per-patient texture settings."""
+    # Marrow fat fraction: 27-35 % in young adults' lumbar spine, rising with age; men fattier
+    # before about 50, women catching up after the menopause (Griffith et al., Radiology 2012).
+    fat = 0.30 + 0.0065 * (age - 25)
+    fat += (0.03 if age < 50 else 0.0) if sex == "M" else 0.03 * max(age - 50, 0) / 20.0
+    # Fatty marrow goes with low bone density (Griffith et al., Radiology 2005): the patient's
+    # deviations from the age curves share a common part.
+    shared = float(rng.normal())
+    fat += 0.06 * (0.8 * shared + 0.6 * float(rng.normal()))
+    cellularity = float(np.clip(1.0 - fat, 0.25, 0.80))
+    red_hu = float(rng.uniform(40.0, 60.0))
+    fat_hu = float(rng.uniform(-110.0, -90.0))
+    # Trabecular L1 bone: 226 +- 44 HU under 30, about 2.5 HU lower each year (Jang et al.,
+    # Radiology 2019). Solve the mixture for the trabecular fraction that gives it.
+    target_hu = 226.0 - 2.5 * (age - 25) - 35.0 * (0.8 * shared + 0.6 * float(rng.normal()))
+    mix = cellularity * red_hu + (1.0 - cellularity) * fat_hu
+    trabecular = float(np.clip((target_hu - mix) / (BONE_TISSUE_HU - mix), 0.02, 0.25))
+    return Marrow(
+        cellularity=cellularity,
+        trabecular=trabecular,
+        site_weight=1.0,
+        cell_sd=1.1,
+        bone_sd=0.25,
+        field_sigma_mm=float(rng.uniform(8.0, 15.0)),
+        red_hu=red_hu,
+        fat_hu=fat_hu,
+        suv_scale=3.4,
+        fat_uptake=0.05,
+        uptake_factor=draw_uptake_factor(rng),
+        pet_sd=0.25,
+        pet_sigma_mm=float(rng.uniform(8.0, 15.0)),
+    )
+
+
+def _bowel(rng: np.random.Generator, hx: float) -> tuple[BowelLoop, ...]:
+    """Small-bowel and sigmoid loops: random walks in the abdomen above the bladder."""
+    loops = []
+    for _ in range(int(rng.integers(6, 11))):
+        p = np.array(
+            [rng.uniform(-0.7, 0.7) * hx, rng.uniform(-75.0, -15.0), rng.uniform(70.0, 200.0)]
+        )
+        pts = [p.copy()]
+        for _step in range(int(rng.integers(3, 6))):
+            step = rng.normal(0.0, 1.0, size=3)
+            step *= 28.0 / max(float(np.linalg.norm(step)), 1e-6)
+            p = p + step
+            p[0] = np.clip(p[0], -0.75 * hx, 0.75 * hx)
+            p[1] = np.clip(p[1], -85.0, 0.0)
+            p[2] = np.clip(p[2], 60.0, 215.0)
+            pts.append(p.copy())
+        loops.append(
+            BowelLoop(
+                points=tuple(_triple(q) for q in pts),
+                radius=float(rng.uniform(9.0, 15.0)),
+                gas=bool(rng.random() < 0.5),
+                suv=float(rng.uniform(1.0, 3.0)),
             )
-            semi = rng.uniform(5.0, 14.0, size=3)
-            reach = float(semi.max()) + 3.0
-            apart = all(
-                np.linalg.norm(centre - np.asarray(p.center)) > reach + max(p.semi) for p in pockets
-            )
-            clear = all(np.any((centre + reach < lo) | (centre - reach > hi)) for lo, hi in boxes)
-            if apart and clear:
-                pockets.append(Solid(_triple(centre), _triple(semi)))
-                break
-    return tuple(pockets)
+        )
+    return tuple(loops)
 
 
 def draw_patient(seed: int, index: int, z_extent_mm: float) -> PatientParams:
     """All random parameters of patient ``index`` (1-based) for ``seed``."""
     rng = patient_streams(seed, index)["params"]
-    length = z_extent_mm
 
-    # Demographics and marrow conversion with age.
     age = int(rng.integers(18, 71))
     sex = "F" if rng.random() < 0.5 else "M"
     birth = dt.date(STUDY_DATE.year - age, STUDY_DATE.month, STUDY_DATE.day) - dt.timedelta(
         days=int(rng.integers(1, 365))
     )
-    active_fraction = float(np.clip(0.80 - 0.007 * (age - 18) + rng.normal(0.0, 0.05), 0.3, 0.85))
-
-    # Body and bones.
-    a, b = float(rng.uniform(150.0, 200.0)), float(rng.uniform(105.0, 140.0))
-    cx, cy = (float(v) for v in rng.uniform(-6.0, 6.0, size=2))
-    taper = (float(rng.uniform(-0.08, 0.08)), float(rng.uniform(-0.08, 0.08)))
-    gx, gy = 1.0 + 0.5 * (a / 175.0 - 1.0), 1.0 + 0.5 * (b / 122.0 - 1.0)
-    bones = _bones(rng, cx, cy, length, gx, gy)
-    fat_draw = float(rng.uniform(15.0, 35.0))
-    body = Body((cx, cy), (a, b), taper, fat_draw, length)
-    # Only the part of a bone within the simulated slab must fit inside the body.
-    fat = min(fat_draw, _max_fat(body, [bone.solid for bone in bones]))
-    body = Body((cx, cy), (a, b), taper, max(fat, 8.0), length)
-
-    bladder = Solid(
-        (cx + float(rng.uniform(-8.0, 8.0)), cy - 30.0 * gy, float(rng.uniform(0.2, 0.3)) * length),
-        (
-            float(rng.uniform(35.0, 50.0)),
-            float(rng.uniform(25.0, 35.0)),
-            float(rng.uniform(25, 35)),
-        ),
+    female = sex == "F"
+    # Pelvis: women's pelves are smaller overall but wider between the hips and more flared.
+    scale = float(rng.normal(0.95 if female else 1.02, 0.035))
+    cx, cy = (float(v) for v in rng.uniform(-8.0, 8.0, size=2))
+    hip_z = z_extent_mm * 0.3 + float(rng.uniform(-8.0, 8.0))
+    pelvis = PelvisShape(
+        scale=scale,
+        hip_half_width=float(rng.normal(92.0 if female else 87.0, 3.0)),
+        head_radius=float(rng.normal(22.5 if female else 25.0, 1.0)),
+        wing_flare=float(rng.normal(1.06 if female else 1.0, 0.03)),
+        crest_height=float(rng.normal(128.0 if female else 138.0, 5.0)),
+        wing_centre_mm=float(rng.uniform(2.0, 4.0)),
+        tilt_deg=float(rng.normal(4.0 if female else 0.0, 4.0)),
+        lordosis_deg=float(rng.normal(0.0, 4.0)),
+        origin=(cx + float(rng.uniform(-4.0, 4.0)), cy - 15.0, hip_z),
+        cortex_mm=float(rng.uniform(0.5, 1.0)),
+        femur_cortex_mm=float(rng.uniform(4.0, 6.0)),
     )
-    gas = _gas_pockets(rng, body, [bone.solid for bone in bones])
-
-    y0 = body.max_posterior_y() + float(rng.uniform(8.0, 25.0))
-    bed = Bed((y0, y0 + float(rng.uniform(10.0, 20.0))), 220.0, float(rng.uniform(100.0, 300.0)))
-
+    body = Body(
+        centre_xy=(cx, cy),
+        fat_mm=float(rng.uniform(12.0, 38.0) + (6.0 if female else 0.0)),
+        lateral_muscle_mm=float(rng.uniform(28.0, 42.0)),
+        posterior_muscle_mm=float(rng.uniform(35.0, 50.0)),
+        belly_mm=float(rng.uniform(95.0, 140.0)),
+        wall_mm=float(rng.uniform(8.0, 14.0)),
+    )
+    tumour = None
+    if rng.random() < 0.3:
+        tumour = (
+            float(rng.uniform(-8.0, 8.0)),
+            float(rng.uniform(35.0, 60.0)),
+            float(rng.uniform(-30.0, 40.0)),
+            float(rng.uniform(10.0, 22.0)),
+        )
+    organs = Organs(
+        bladder_fill=float(rng.uniform(0.5, 1.4)),
+        rectum_radius=float(rng.uniform(11.0, 18.0)),
+        rectum_gas=bool(rng.random() < 0.6),
+        bowel=_bowel(rng, pelvis.hip_half_width),
+        tumour=tumour,
+    )
+    bed = Bed(
+        gap_mm=float(rng.uniform(8.0, 25.0)),
+        thickness_mm=float(rng.uniform(10.0, 20.0)),
+        half_width_mm=220.0,
+        hu=float(rng.uniform(100.0, 300.0)),
+    )
     tissues = Tissues(
         fat_hu=float(rng.uniform(-110.0, -90.0)),
-        soft_hu=float(rng.uniform(30.0, 50.0)),
-        bladder_hu=10.0,
-        gas_hu=-900.0,
-        cortex_hu=float(rng.uniform(700.0, 1200.0)),
-        red_hu=float(rng.uniform(30.0, 80.0)),
-        yellow_hu=float(rng.uniform(-100.0, -50.0)),
-        texture_hu=10.0,
-        ct_noise_sd=float(rng.uniform(12.0, 20.0)),
+        muscle_hu=float(rng.uniform(40.0, 55.0)),
+        disc_hu=float(rng.uniform(70.0, 95.0)),
+        urine_hu=float(rng.uniform(0.0, 15.0)),
+        bowel_wall_hu=float(rng.uniform(35.0, 50.0)),
+        bowel_content_hu=float(rng.uniform(10.0, 30.0)),
+        gas_hu=-950.0,
+        blood_hu=float(rng.uniform(35.0, 50.0)),
+        tumour_hu=float(rng.uniform(35.0, 50.0)),
+        cortex_hu=float(rng.uniform(1200.0, 1600.0) - 4.0 * (age - 18)),
+        ct_noise_sd=float(rng.uniform(12.0, 22.0)),
         fat_suv=float(rng.uniform(0.3, 0.5)),
-        soft_suv=float(rng.uniform(0.7, 1.0)),
-        cortex_suv=0.5,
-        yellow_suv=float(rng.uniform(0.6, 1.0)),
-        red_suv_mean=float(rng.uniform(2.5, 3.2)),
-        red_suv_spread=0.25,
-        bladder_suv=float(rng.uniform(10.0, 25.0)),
-        active_fraction=active_fraction,
-        field_sigma_mm=float(rng.uniform(10.0, 15.0)),
+        muscle_suv=float(rng.uniform(0.5, 1.0)),
+        disc_suv=float(rng.uniform(0.4, 0.7)),
+        urine_suv=float(rng.uniform(10.0, 30.0)),
+        bowel_wall_suv=float(rng.uniform(1.2, 2.5)),
+        blood_suv=float(rng.uniform(1.5, 2.0)),
+        tumour_suv=float(rng.uniform(6.0, 15.0)),
+        cortex_suv=float(rng.uniform(0.3, 0.5)),
     )
-
+    marrow = _marrow(rng, age, sex)
     motion = Motion(
-        center=(cx, cy, length / 2),
+        center=(cx, cy, z_extent_mm / 2),
         angles_rad=_triple(np.radians(rng.uniform(-3.0, 3.0, size=3))),
         translation_mm=_triple(rng.uniform(-6.0, 6.0, size=3)),
     )
-
     injection = int(rng.integers(8 * 3600, 14 * 3600))
     uptake = int(rng.integers(50 * 60, 75 * 60 + 1))
     acquisition = Acquisition(
@@ -349,12 +356,12 @@ def draw_patient(seed: int, index: int, z_extent_mm: float) -> PatientParams:
     return PatientParams(
         index=index,
         patient_id=patient_id(index),
+        pelvis=pelvis,
         body=body,
-        bones=tuple(bones),
-        bladder=bladder,
-        gas=gas,
+        organs=organs,
         bed=bed,
         tissues=tissues,
+        marrow=marrow,
         motion=motion,
         acquisition=acquisition,
     )
