@@ -27,7 +27,7 @@ def _synth(args: argparse.Namespace) -> None:
 def _synth_report(args: argparse.Namespace) -> int:
     from abmseg.synth.report import format_summary, synth_report
 
-    report = synth_report(args.cohort, args.out)
+    report = synth_report(args.cohort, args.out, figures=args.figures)
     print(format_summary(report))
     folder = args.out or args.cohort
     print(f"wrote synth_report.tsv, synth_summary.tsv and synth_summary.json in {folder}")
@@ -232,6 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synth_report.add_argument(
         "--check", action="store_true", help="exit 1 when any design gate fails"
+    )
+    synth_report.add_argument(
+        "--figures",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also draw axial/coronal/sagittal CT, PET and label of the first N patients "
+        "(figures/<patient>.png)",
     )
     synth_report.set_defaults(func=_synth_report)
 

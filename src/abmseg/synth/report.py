@@ -59,6 +59,7 @@ PATIENT_COLUMNS = (
     "suv_bimodality",
     "hu_auc",
     "hu_auc_all",
+    "ct_visible_r2",
 ) + tuple(
     f"dice_{method}_{part}"
     for method in METHODS
@@ -188,6 +189,7 @@ class PatientVolumes:
     marrow: np.ndarray  # true marrow space: 0 or region 1..3
     ceiling: np.ndarray  # P(ABM | CT), 0 outside marrow
     spacing_xyz: tuple[float, float, float]  # CT voxel size (mm)
+    log_suv: dict | None = None  # truth.json marrow.log_suv: the generator's variance split
 
 
 @dataclass
@@ -213,6 +215,7 @@ class PatientResult:
 
     row: dict[str, float | str]
     voxels: MarrowVoxels
+    log_suv: dict | None = None
 
 
 def _dice_columns(row: dict, method: str, dice: np.ndarray) -> None:
@@ -230,6 +233,33 @@ def interior_marrow(inside: np.ndarray) -> np.ndarray:
     the all-marrow AUC is reported beside it.
     """
     return inside & ndimage.binary_erosion(inside, structure=np.ones((1, 3, 3), dtype=bool))
+
+
+def _within_r2(log_suv: dict | None) -> float:
+    """Share of the patient's true marrow log-SUV variance that the CT-visible terms explain."""
+    if not log_suv:
+        return math.nan
+    return 1.0 - log_suv["var_hidden_field"] / log_suv["var_total_within"]
+
+
+def pooled_r2(stats: Sequence[dict]) -> float:
+    """Cohort-wide share of true marrow log-SUV variance explained by what the CT shows.
+
+    Pools the patients' voxels: total variance = within-patient variance plus the spread of the
+    patients' means; the CT-invisible part = the PET-only field within patients plus the spread
+    of the patients' log uptake factors.
+    """
+    if not stats:
+        return math.nan
+    n = np.array([s["n"] for s in stats], dtype=float)
+    mean = np.array([s["mean_log_suv"] for s in stats])
+    factor = np.array([s["log_uptake_factor"] for s in stats])
+    within = np.array([s["var_total_within"] for s in stats])
+    hidden = np.array([s["var_hidden_field"] for s in stats])
+    w = n / n.sum()
+    total = float(w @ (within + (mean - w @ mean) ** 2))
+    invisible = float(w @ (hidden + (factor - w @ factor) ** 2))
+    return 1.0 - invisible / total
 
 
 def measure_patient(volumes: PatientVolumes) -> PatientResult:
@@ -257,6 +287,7 @@ def measure_patient(volumes: PatientVolumes) -> PatientResult:
         "suv_bimodality": bimodality_coefficient(suv),
         "hu_auc": voxel_auc(v.hu[interior], v.label[interior] > 0),
         "hu_auc_all": voxel_auc(hu, label > 0),
+        "ct_visible_r2": _within_r2(v.log_suv),
     }
     predictions = {
         "all_marrow": np.ones(n_marrow, dtype=bool),
@@ -279,7 +310,7 @@ def measure_patient(volumes: PatientVolumes) -> PatientResult:
         hu_smooth=smoothed_inside(v.hu, inside, sigma_vox),
         position=position_features(inside),
     )
-    return PatientResult(row=row, voxels=voxels)
+    return PatientResult(row=row, voxels=voxels, log_suv=v.log_suv)
 
 
 # --- the cohort --------------------------------------------------------------------------------
@@ -360,6 +391,7 @@ def cohort_report(results: Sequence[PatientResult]) -> CohortReport:
         raise ValueError("no patients to report on")
     voxels = [r.voxels for r in results]
     rows = [dict(r.row) for r in results]
+    log_suv = [r.log_suv for r in results if r.log_suv]
 
     pooled = np.concatenate([mv.hu_smooth for mv in voxels])
     candidates = quantile_candidates(pooled)
@@ -388,6 +420,8 @@ def cohort_report(results: Sequence[PatientResult]) -> CohortReport:
         _figure("hu_auc_mean", _nanmean(table["hu_auc"])),
         _figure("hu_auc_all_mean", _nanmean(table["hu_auc_all"])),
         _figure("hu_suv_r", pearson_r(table["marrow_mean_hu"], table["marrow_mean_suv"])),
+        _figure("ct_visible_r2_pooled", pooled_r2(log_suv)),
+        _figure("ct_visible_r2_within_mean", _nanmean(table["ct_visible_r2"])),
         *(_figure(f"dice_{m}", method_dice[m]) for m in METHODS),
         _figure("dice_best_trivial", best_trivial),
         _figure("ceiling_margin", method_dice["ceiling"] - best_trivial),
@@ -544,12 +578,16 @@ def read_patient(
         marrow=_on_ct_grid(folder / "marrow.nii.gz", ct, patient, cohort),
         ceiling=_on_ct_grid(folder / "ceiling_prob.nii.gz", ct, patient, cohort),
         spacing_xyz=tuple(float(s) for s in ct.GetSpacing()),
+        log_suv=truth.get("marrow", {}).get("log_suv"),
     )
 
 
-def synth_report(cohort: str | Path, out: str | Path | None = None) -> CohortReport:
+def synth_report(
+    cohort: str | Path, out: str | Path | None = None, figures: int = 0
+) -> CohortReport:
     """Measure every patient of a synthetic cohort (one at a time) and write the report files
-    into ``out`` (default: the cohort folder)."""
+    into ``out`` (default: the cohort folder); ``figures`` patients also get a PNG of their
+    axial, coronal and sagittal CT, PET and label in ``out/figures/``."""
     from abmseg.cohort.sheet import load_sheet, scored_patients
 
     cohort = Path(cohort)
@@ -573,6 +611,12 @@ def synth_report(cohort: str | Path, out: str | Path | None = None) -> CohortRep
                 pid, cohort / pid / "marrow.nii.gz", "the marrow mask is empty", _regenerate(cohort)
             )
         results.append(measure_patient(volumes))
+        if len(results) <= figures:
+            from abmseg.synth.figures import render_patient
+
+            v = volumes
+            target = Path(cohort if out is None else out) / "figures" / f"{pid}.png"
+            render_patient(v.hu, v.suv, v.label, v.marrow, v.spacing_xyz, pid, target)
         del volumes
     report = cohort_report(results)
     write_report(report, cohort if out is None else out)

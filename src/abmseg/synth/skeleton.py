@@ -87,7 +87,7 @@ def _wing_plate(p: PelvisShape) -> Shape:
 
     def sdf(x, y, z):
         h = np.clip((z - 30.0) / (crest - 30.0), 0.0, 1.0)
-        px, py = np.float32(44.0), np.float32(68.0)
+        px, py = np.float32(50.0), np.float32(74.0)
         qx = (72.0 + 50.0 * h) * flare
         qy = -22.0 - 22.0 * h
         mx, my = 0.5 * (px + qx), 0.5 * (py + qy)
@@ -178,7 +178,7 @@ def _sacrum(p: PelvisShape) -> Shape:
             )
         )
     alae = [
-        ellipsoid((side * 30.0, 60.0, 92.0), (30.0, 20.0, 30.0), rotation("x", 25.0))
+        ellipsoid((side * 28.0, 60.0, 92.0), (27.0, 20.0, 30.0), rotation("x", 25.0))
         for side in (-1.0, 1.0)
     ]
     dorsum = ellipsoid((0.0, 84.0, 84.0), (28.0, 12.0, 38.0), rotation("x", 28.0))
