@@ -245,34 +245,12 @@ def test_cohort_report_of_one_patient_has_no_logistic_score():
 # --- files and the command ----------------------------------------------------------------------
 
 
-def _add_truth_files(cohort: Path, seed: int) -> None:
-    """Give a cohort of the current generator the truth files of the new one.
-
-    Does nothing for patients that have them already, so this test runs unchanged once
-    `abmseg synth` writes marrow.nii.gz and ceiling_prob.nii.gz itself.
-    """
-    from abmseg.synth import simulate_patient
-    from abmseg.synth.anatomy import Tissue
-
-    for folder in sorted(p for p in cohort.iterdir() if p.name.startswith("SYN")):
-        if (folder / "marrow.nii.gz").exists() and (folder / "ceiling_prob.nii.gz").exists():
-            continue
-        sp = simulate_patient(seed, int(folder.name[3:]), "tiny")
-        tissue = sp.anatomy.tissue[sp.ct_slab]
-        inside = np.isin(tissue, [Tissue.RED, Tissue.YELLOW])
-        marrow = np.where(inside, sp.anatomy.region[sp.ct_slab], 0).astype(np.uint8)
-        ceiling = np.where(inside, np.where(tissue == Tissue.RED, 0.8, 0.2), 0).astype(np.float32)
-        for name, array in (("marrow.nii.gz", marrow), ("ceiling_prob.nii.gz", ceiling)):
-            sitk.WriteImage(sp.ct_grid.image(array), str(folder / name), useCompression=True)
-
-
 @pytest.fixture(scope="module")
 def report_cohort(tmp_path_factory) -> Path:
     from abmseg.synth import generate_cohort
 
     root = tmp_path_factory.mktemp("synth_report")
-    generate_cohort(root, 2, seed=5, preset="tiny")
-    _add_truth_files(root, seed=5)
+    generate_cohort(root, 2, seed=5, preset="tiny")  # writes marrow and ceiling_prob itself
     return root
 
 
@@ -290,6 +268,14 @@ def test_cli_writes_the_report(report_cohort, tmp_path, capsys):
     # the PET is registered the right way round: its threshold finds the PET-defined label
     assert table["dice_pet_threshold_mean"].min() > 0.8
     assert table["hu_auc"].between(0.5, 1.0).all()
+    # read back through the pipeline's readers, the generator's own truth files give its numbers
+    for row in table.itertuples():
+        truth = json.loads((report_cohort / row.patient_id / "truth.json").read_text())
+        assert row.abm_share == pytest.approx(truth["abm_share"], rel=1e-5)
+        assert row.dice_ceiling_mean == pytest.approx(truth["ceiling_dice"]["mean"], rel=1e-5)
+        log_suv = truth["marrow"]["log_suv"]
+        within = 1 - log_suv["var_hidden_field"] / log_suv["var_total_within"]
+        assert row.ct_visible_r2 == pytest.approx(within, rel=1e-5)
 
     summary = pd.read_csv(out / "synth_summary.tsv", sep="\t", keep_default_na=False)
     assert list(summary.columns) == list(SUMMARY_COLUMNS)

@@ -72,7 +72,7 @@ def site_prior(bone: str, local: np.ndarray, p: PelvisShape) -> tuple[np.ndarray
     if bone.startswith("femur_"):
         shaft = _sigmoid((-45.0 - z) / 12.0)
         neck = np.exp(-((z + 22.0) ** 2) / (2 * 10.0**2))
-        return -0.2 - 0.35 * neck - 1.0 * shaft, 1.3 - 0.3 * neck - 0.95 * shaft
+        return -0.2 - 0.35 * neck - 0.6 * shaft, 1.3 - 0.3 * neck - 0.95 * shaft
     raise ValueError(f"no site prior for bone {bone!r}")
 
 
@@ -83,7 +83,7 @@ def marrow_hu(c: np.ndarray, b: np.ndarray, m: Marrow) -> np.ndarray:
 
 def marrow_uptake(c: np.ndarray, b: np.ndarray, m: Marrow) -> np.ndarray:
     """Mean SUV of a marrow voxel before the patient factor and the PET-only field."""
-    return m.suv_scale * (1.0 - b) * (m.fat_uptake + c)
+    return m.suv_scale * (1.0 - b) * (m.fat_uptake + c) ** m.uptake_power
 
 
 def composition(

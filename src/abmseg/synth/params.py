@@ -104,7 +104,7 @@ class Marrow:
     cellularity c(x) = sigmoid(logit(c_mean) + site_weight * site(x) + cell_sd * field_c(x));
     trabecular fraction b(x) = b_mean * site_b(x) * exp(bone_sd * field_b(x));
     HU = b * BONE_TISSUE_HU + (1 - b) * (c * red_hu + (1 - c) * fat_hu);
-    true SUV = uptake_factor * suv_scale * (1 - b) * (fat_uptake + c) * exp(pet_sd g - pet_sd^2/2),
+    true SUV = factor * suv_scale * (1 - b) * (fat_uptake + c)^power * exp(pet_sd g - pet_sd^2/2),
     g a smooth field independent of everything the CT shows.
     """
 
@@ -118,6 +118,7 @@ class Marrow:
     fat_hu: float
     suv_scale: float
     fat_uptake: float
+    uptake_power: float  # uptake grows faster than linearly with cellularity
     uptake_factor: float  # the patient's log-normal factor (CV about 20 %)
     pet_sd: float
     pet_sigma_mm: float
@@ -203,7 +204,7 @@ def _marrow(rng: np.random.Generator, age: int, sex: str) -> Marrow:
     # Fatty marrow goes with low bone density (Griffith et al., Radiology 2005): the patient's
     # deviations from the age curves share a common part.
     shared = float(rng.normal())
-    fat += 0.06 * (0.8 * shared + 0.6 * float(rng.normal()))
+    fat += 0.08 * (0.8 * shared + 0.6 * float(rng.normal()))
     cellularity = float(np.clip(1.0 - fat, 0.25, 0.80))
     red_hu = float(rng.uniform(40.0, 60.0))
     fat_hu = float(rng.uniform(-110.0, -90.0))
@@ -223,6 +224,7 @@ def _marrow(rng: np.random.Generator, age: int, sex: str) -> Marrow:
         fat_hu=fat_hu,
         suv_scale=3.4,
         fat_uptake=0.05,
+        uptake_power=1.0,
         uptake_factor=draw_uptake_factor(rng),
         pet_sd=0.25,
         pet_sigma_mm=float(rng.uniform(8.0, 15.0)),
