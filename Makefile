@@ -21,8 +21,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Rewritten when the Makefile changes (a checkout with an older, smaller demo cohort).
-$(DEMO_DIR)/patients.tsv: $(STAMP) Makefile
+# Rewritten when the Makefile or the phantom's code changes (a checkout with an older cohort).
+$(DEMO_DIR)/patients.tsv: $(STAMP) Makefile $(wildcard src/abmseg/synth/*.py)
 	$(BIN)/abmseg synth $(DEMO_DIR) --patients $(DEMO_PATIENTS) --seed $(DEMO_SEED) --preset tiny
 
 demo-data: $(DEMO_DIR)/patients.tsv

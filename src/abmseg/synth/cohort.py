@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -233,6 +234,7 @@ def truth_record(sp: SyntheticPatient) -> dict:
         "abm_share": float(counts[1:].sum() / max(marrow_counts[1:].sum(), 1)),
         "ceiling_dice": ceiling_dice,
         "bladder_suv": t.urine_suv,
+        "tissues": dataclasses.asdict(t),
         "tumour": p.organs.tumour is not None,
         "ct_noise_sd_hu_ref_voxel": t.ct_noise_sd,
         "pet_noise_sd": {

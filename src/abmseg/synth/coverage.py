@@ -35,7 +35,9 @@ def coverage_levels(
     Several levels share one evaluation of the shape: a bone and its marrow space (the bone shrunk
     by its cortex thickness) cost the same as the bone alone. None when the shape misses the grid.
     """
-    found = grid.block(shape.lo, shape.hi)
+    # A voxel whose centre lies up to half a voxel outside the box can still overlap the shape.
+    half = 0.5 * np.asarray(grid.spacing)
+    found = grid.block(np.asarray(shape.lo) - half, np.asarray(shape.hi) + half)
     if found is None:
         return None
     block, (x, y, z) = found

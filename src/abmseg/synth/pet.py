@@ -24,6 +24,7 @@ PET_MAX_STORED = 32000
 def motion_transform(motion: Motion) -> sitk.Euler3DTransform:
     """The recorded motion as SimpleITK uses it: maps PET-world points to CT-world points."""
     transform = sitk.Euler3DTransform()
+    transform.SetComputeZYX(False)  # as truth.json states (and SimpleITK's default)
     transform.SetCenter(motion.center)
     transform.SetRotation(*motion.angles_rad)
     transform.SetTranslation(motion.translation_mm)
