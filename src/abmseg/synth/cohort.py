@@ -154,9 +154,9 @@ def _log_suv_stats(phantom: Phantom, slab: slice, points, box_grid: Grid, g, m) 
     """
     index = ((points - np.asarray(box_grid.origin)) / np.asarray(box_grid.spacing))[:, ::-1].T
     g_at = ndimage.map_coordinates(g, index, order=1, mode="nearest")
-    full = np.zeros(phantom.grid.shape, dtype=np.float32)
-    full.ravel()[phantom.marrow_index] = phantom.uptake
-    uptake = full[slab][phantom.region[slab] > 0]
+    ny, nx = phantom.grid.shape[1:]
+    in_field = np.flatnonzero(phantom.region[slab] > 0) + slab.start * ny * nx
+    uptake = phantom.uptake[np.searchsorted(phantom.marrow_index, in_field)]
     visible = np.log(uptake)
     hidden = float(m.pet_sd) * g_at
     return {
