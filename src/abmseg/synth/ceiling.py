@@ -1,12 +1,14 @@
 """The CT-visible ceiling: P(ABM | everything the CT shows), by Monte Carlo over what it does not.
 
 The generator knows each marrow voxel's cellularity, trabecular fraction, position and all other
-tissues; it does not let the CT see the patient's uptake factor, the smooth PET-only uptake field or
-the PET noise. Redrawing those (same distributions, same blur, same PET voxels, same threshold at
-the patient's mean marrow SUV) and counting how often each voxel ends up labelled gives the best
-voxel-wise probability any CT-only method could know. Thresholded at 0.5 it is the ceiling; no
-CT-only method beats it except by chance. Simplification: the redraws skip the PET-CT motion (a
-rigid shift that the label's mapping back onto the CT undoes up to interpolation).
+tissues; it does not let the CT see the patient's uptake factor, the smooth PET-only uptake field
+or the PET noise. Redrawing those (same distributions, same blur, voxels of the PET's size, same
+threshold at the patient's mean marrow SUV) and counting how often each voxel ends up labelled
+gives the best voxel-wise probability any CT-only method could know. Thresholded at 0.5 it is
+the ceiling; no CT-only method beats it except by chance. Simplifications: the redraws skip the
+PET-CT motion (a rigid shift that the label's mapping back onto the CT undoes up to
+interpolation), and their PET-sized voxels start at the redraw box's corner rather than on the
+real PET grid.
 """
 
 from __future__ import annotations

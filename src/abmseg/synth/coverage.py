@@ -16,7 +16,9 @@ from abmseg.synth.sdf import Shape
 
 # Sub-points per axis at edge voxels (x, y, z): 3 x 3 x 3 = 27 samples, coverage in 1/27 steps.
 SUB = (3, 3, 3)
-# Approximate distance functions can under-state the distance by a little; widen the edge band.
+# Approximate distance functions can over-state the distance near a surface (smooth unions,
+# subtractions: gradients up to about 2 measured), so a mixed voxel may look farther away than
+# it is: widen the edge band.
 EDGE_SLACK = 1.25
 
 

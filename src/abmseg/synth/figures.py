@@ -32,7 +32,7 @@ def _centre(mask: np.ndarray) -> np.ndarray:
     return hits.mean(axis=0) if len(hits) else (np.array(mask.shape) - 1) / 2
 
 
-def view_planes(label: np.ndarray, marrow: np.ndarray) -> tuple[int, int, int]:
+def view_planes(marrow: np.ndarray) -> tuple[int, int, int]:
     """(axial z, coronal y, sagittal x) indices through the SI joints, hips and midline."""
     spine = _centre(marrow == 1)
     hips = _centre(marrow == 3)
@@ -56,7 +56,7 @@ def render_patient(
     out: str | Path,
 ) -> Path:
     """Write a 3 x 3 PNG (rows: CT, PET, CT with ABM label; columns: axial, coronal, sagittal)."""
-    planes = view_planes(label, marrow)
+    planes = view_planes(marrow)
     sx, sy, sz = spacing_xyz
     nz, ny, nx = hu.shape
     extents = [

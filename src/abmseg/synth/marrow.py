@@ -30,7 +30,8 @@ def smooth_field(
 ) -> np.ndarray:
     """Gaussian random field with unit standard deviation and correlation length ``sigma_mm``."""
     white = rng.standard_normal(shape, dtype=np.float32)
-    f = ndimage.gaussian_filter(white, [sigma_mm / s for s in spacing_zyx], mode="wrap")
+    # "reflect", not "wrap": opposite faces of a box (left and right hips) must stay independent.
+    f = ndimage.gaussian_filter(white, [sigma_mm / s for s in spacing_zyx], mode="reflect")
     return f / max(float(f.std()), 1e-12)
 
 

@@ -1,7 +1,9 @@
 """Per-patient random parameters: every number that makes one synthetic patient unique.
 
-Everything is drawn from ``SeedSequence([seed, k])`` and is independent of the grid, so patient k
-is the same person in every preset and in cohorts of any size. Literature values used as anchors
+Everything is drawn from ``SeedSequence([seed, k])`` and does not depend on the cohort size, so
+patient k is the same in a cohort of any size. The parameters drawn here do not depend on the grid
+either (given the CT's axial length, 240 mm in both presets); the smooth random fields of marrow
+and PET are drawn on the grid, so they differ between presets. Literature values used as anchors
 are cited where they are drawn.
 """
 
@@ -102,7 +104,8 @@ class Marrow:
     """Marrow composition fields and how they reach CT and PET.
 
     cellularity c(x) = sigmoid(logit(c_mean) + site_weight * site(x) + cell_sd * field_c(x));
-    trabecular fraction b(x) = b_mean * site_b(x) * exp(bone_sd * field_b(x));
+    trabecular fraction b(x) = b_mean * site_b(x) * exp(bone_sd * field_b(x) - bone_sd^2 / 2),
+    clipped to [0, 0.6], field_b sharing a part of field_c (marrow.BONE_CELL_COUPLING);
     HU = b * BONE_TISSUE_HU + (1 - b) * (c * red_hu + (1 - c) * fat_hu);
     true SUV = factor * suv_scale * (1 - b) * (fat_uptake + c)^power * exp(pet_sd g - pet_sd^2/2),
     g a smooth field independent of everything the CT shows.

@@ -1,6 +1,6 @@
 """PET image formation: emission, scanner blur, patient motion, noise, per-slice int16 storage.
 
-True uptake is summed onto an emission grid (the anatomy grid binned in-plane), marrow cells'
+True uptake is averaged onto an emission grid (the anatomy grid binned in-plane), marrow cells'
 uptake multiplied by the patient factor and by a smooth field the CT does not show, blurred by the
 scanner PSF, sampled on the PET grid through the PET-CT motion, and given signal-dependent noise.
 The ceiling's Monte Carlo (``ceiling``) repeats the same steps with other draws.

@@ -179,6 +179,7 @@ def build_phantom(p: PatientParams, grid: Grid, rng: np.random.Generator) -> Pha
     }
     for la in soft_tissue_layers(p.pelvis, p.organs):
         hu, suv = props[la.tissue]
+        suv = suv if la.suv is None else la.suv
         canvas.layer(intersect(la.shape, trunk), la.tissue, hu, suv)
 
     # Bones: cortex, then the marrow space with its composition.
@@ -189,8 +190,9 @@ def build_phantom(p: PatientParams, grid: Grid, rng: np.random.Generator) -> Pha
     region = np.zeros(grid.shape, dtype=np.uint8)
     owner = np.full(grid.shape, -1, dtype=np.int16)
     for k, (bone, block, (_outer, marrow)) in enumerate(bones):
+        better = marrow > marrow_frac[block]  # where two bones meet, the larger share owns
+        owner[block][better] = k
         np.maximum(marrow_frac[block], marrow, out=marrow_frac[block])
-        owner[block][marrow > 0] = k
         half = marrow >= 0.5
         if callable(bone.region):
             zs, ys, xs = (grid.axis(i)[s].astype(np.float32) for i, s in ((2, block[0]),

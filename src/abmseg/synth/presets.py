@@ -92,6 +92,9 @@ PRESETS: dict[str, Preset] = {
         pet_matrix=256,
         pet_pixel_mm=2.734375,
         pet_slice_mm=2.5,
+        # 15 mm beyond each end: the PET-CT motion (up to 6 mm and 3 degrees) never maps CT
+        # marrow outside the PET (2 slices, 5 mm, left up to 0.2 % of it without PET).
+        pet_extra_slices=6,
         emission_bin=2,
         ceiling_draws=16,
     ),

@@ -129,7 +129,9 @@ def disc(
         outside = np.sqrt(np.maximum(radial, 0.0) ** 2 + np.maximum(axial, 0.0) ** 2)
         return outside + np.minimum(np.maximum(radial, axial), 0.0) - rr
 
-    semi = np.array([semi_xy[0], semi_xy[1], half_height])
+    # The rounded rim reaches round_mm * (long / short axis) past the core ellipse's long end.
+    reach = round_mm * max(a, b) / min(a, b)
+    semi = np.array([semi_xy[0] - round_mm + reach, semi_xy[1] - round_mm + reach, half_height])
     half = (np.abs(m) * semi[None, :]).sum(axis=1)
     return Shape(sdf, *_box(centre, half))
 

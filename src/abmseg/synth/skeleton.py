@@ -217,7 +217,14 @@ def _femur_left(p: PelvisShape) -> tuple[Shape, Shape]:
     shaft = capsule((hx + 38.0, 2.0, -36.0), (hx + 30.0, -2.0, -300.0), 17.0, 14.0)
     outer = smooth_union([head, neck, greater, lesser, shaft], k=10.0)
     proximal = outer.grown(-p.cortex_mm)
-    canal = capsule((hx + 36.0, 2.0, -70.0), (hx + 30.0, -2.0, -300.0), 16.0 - p.femur_cortex_mm)
+    # Coaxial with the tapering shaft (17 -> 14 mm), so the wall is femur_cortex_mm all round.
+    t = 34.0 / 264.0  # where z = -70 lies along the shaft's axis
+    canal = capsule(
+        (hx + 38.0 - 8.0 * t, 2.0 - 4.0 * t, -70.0),
+        (hx + 30.0, -2.0, -300.0),
+        17.0 - 3.0 * t - p.femur_cortex_mm,
+        14.0 - p.femur_cortex_mm,
+    )
     below = Shape(lambda x, y, z: z + 70.0, np.array([-1e4] * 3), np.array([1e4, 1e4, -70.0]))
     shaft_marrow = intersect(canal, below)
     top = Shape(lambda x, y, z: -70.0 - z, np.array([-1e4, -1e4, -70.0]), np.array([1e4] * 3))

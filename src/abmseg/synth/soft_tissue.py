@@ -53,6 +53,7 @@ class Layer:
     name: str
     tissue: Tissue
     shape: Shape
+    suv: float | None = None  # this layer's own uptake instead of the tissue's
 
 
 def _both_sides(shape: Shape) -> Shape:
@@ -106,7 +107,8 @@ def _vessels(p: PelvisShape) -> list[Layer]:
          (hx - 28.0, -38.0, -10.0), (hx - 20.0, -42.0, -120.0)],
         [10.0, 9.0, 7.0, 6.5, 6.0, 6.0],
     )  # fmt: skip
-    # Above the bifurcation the aorta lies left of the vena cava: mirror only below it.
+    # Mirrored whole: above the bifurcation (pelvis z > about 220, mostly above the CT's field)
+    # this draws two aortas and two venae cavae instead of one of each, a known simplification.
     return [
         Layer("iliac veins", Tissue.VESSEL, union([vein, mirrored_x(vein, 0.0)])),
         Layer("iliac arteries", Tissue.VESSEL, union([artery, mirrored_x(artery, 0.0)])),
@@ -114,21 +116,18 @@ def _vessels(p: PelvisShape) -> list[Layer]:
 
 
 def _bowel_layers(organs: Organs) -> list[Layer]:
-    walls, contents, gases = [], [], []
-    for loop in organs.bowel:
+    layers, gases = [], []
+    for k, loop in enumerate(organs.bowel):
         tube = chain(loop.points, [loop.radius] * len(loop.points))
-        walls.append(tube)
         lumen = tube.grown(-3.0)
-        contents.append(lumen)
+        # Each loop has its own uptake (physiological bowel FDG varies from loop to loop).
+        layers.append(Layer(f"bowel wall {k + 1}", Tissue.BOWEL_WALL, tube, loop.suv))
+        layers.append(Layer(f"bowel content {k + 1}", Tissue.BOWEL_CONTENT, lumen, loop.suv / 2))
         if loop.gas:
             # Gas rises to the front of a supine patient's loop.
             level = np.float32(min(pt[1] for pt in loop.points) + 0.3 * loop.radius)
             front = Shape(lambda x, y, z, lv=level: y - lv, np.full(3, -1e4), np.full(3, 1e4))
             gases.append(intersect(lumen, front))
-    layers = [
-        Layer("bowel wall", Tissue.BOWEL_WALL, union(walls)),
-        Layer("bowel content", Tissue.BOWEL_CONTENT, union(contents)),
-    ]
     if gases:
         layers.append(Layer("bowel gas", Tissue.GAS, union(gases)))
     return layers
