@@ -94,7 +94,10 @@ def slurm_cluster(request):
     started = time.monotonic()
     result = cluster_script("start", state, timeout=300)
     if result.returncode != 0:
-        pytest.fail(f"cluster start failed:\n{result.stdout[-2000:]}{result.stderr[-8000:]}")
+        pytest.fail(
+            f"cluster start failed (exit code {result.returncode}):\n"
+            f"{result.stdout[-2000:]}{result.stderr[-8000:]}"
+        )
     return {"state": state, "start_s": time.monotonic() - started}
 
 

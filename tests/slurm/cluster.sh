@@ -11,7 +11,9 @@
 # configuration must be where SLURM looks by default. No systemd and no cgroups are needed
 # (proctrack/linuxproc, task/none). Ports: slurmctld 6817, slurmd 6818, slurmdbd 6819 and
 # MariaDB on 127.0.0.1:$ABMSEG_SLURM_DB_PORT (3316), not 3306, to keep clear of a system MariaDB.
-set -euo pipefail
+set -Eeuo pipefail
+# set -e would otherwise end the script without a word (a CI run once failed with empty output).
+trap 'echo "cluster.sh: ERROR: line $LINENO: \"$BASH_COMMAND\" exited with $?" >&2' ERR
 
 PACKAGES=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server)
 CLUSTER_NAME=abmsegci
@@ -143,9 +145,11 @@ cmd_stop() {
 }
 
 # The state folder of the cluster that /etc/slurm/slurm.conf describes, if this script wrote it.
+# Empty when there is no such file (a fresh machine): sed's exit 2 must not end the script.
 previous_state() {
+    [[ -f /etc/slurm/slurm.conf ]] || return 0
     sed -n 's|^# Written by tests/slurm/cluster.sh for the test cluster in ||p' \
-        /etc/slurm/slurm.conf 2>/dev/null | head -n 1
+        /etc/slurm/slurm.conf | head -n 1
 }
 
 # That cluster is stopped by its own PID files: a test killed before its teardown must not
