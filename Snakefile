@@ -26,4 +26,4 @@ localrules:
 rule all:
     default_target: True
     input:
-        get_final_outputs(),
+        get_final_outputs,

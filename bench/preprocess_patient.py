@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from abmseg.io.convert import ConvertedPaths, convert_patient
+from abmseg.preprocess.convert import ConvertedPaths, convert_patient
 from abmseg.preprocess.normalise import NormaliseSettings, normalise_patient
 from abmseg.preprocess.register import RegistrationSettings, register_pet_to_ct
 from abmseg.preprocess.roi import CropSettings, crop_patient
@@ -76,7 +76,6 @@ def main() -> None:
                 conv / "label.nii.gz",
                 conv / "meta.json",
             ),
-            [0, 1, 2, 3],
         )
         reg = work / "registered"
         qc = timed(

@@ -9,5 +9,6 @@ with rule_step(snakemake) as log:
         snakemake.output.per_patient,
         snakemake.output.summary,
         snakemake.output.markdown,
+        snakemake.output.json,
     )
     log.info("summary:\n%s", text)

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from abmseg.infer.model_bundle import (
+    BundleSettings,
     read_training_record,
     training_record_path,
     write_model_bundle,
@@ -16,12 +17,13 @@ with rule_step(
     extra_outputs=f"{folder}/weights/*.pt",
     extra_inputs=str(training_record_path(model)),
 ) as log:
+    settings = BundleSettings.from_config(snakemake.params.config)
     manifest = write_model_bundle(
         folder,
         model,
-        preprocessing=snakemake.params.preprocessing,
-        sampler=snakemake.params.sampler,
-        regions=snakemake.params.regions,
+        preprocessing=settings.preprocessing,
+        sampler=settings.sampler,
+        regions=settings.regions,
         provenance=read_training_record(model),
     )
     log.info("bundle %s: networks %s", folder, sorted(manifest["networks"]))

@@ -1,6 +1,6 @@
 """Rule convert: CT/PET DICOM series and label -> HU, SUVbw and label NIfTI plus meta.json."""
 
-from abmseg.io.convert import ConvertedPaths, convert_patient
+from abmseg.preprocess.convert import ConvertedPaths, ConvertSettings, convert_patient
 from abmseg.step import rule_step
 
 patient = snakemake.wildcards.patient
@@ -16,8 +16,6 @@ with rule_step(snakemake) as log:
             label=snakemake.output.label,
             meta=snakemake.output.meta,
         ),
-        allowed_labels=snakemake.params.labels,
-        regions=snakemake.params.regions,
-        roi_aliases=snakemake.params.roi_aliases,
+        settings=ConvertSettings.from_config(snakemake.params.config),
     )
     log.info("SUV: %s; label from %s", meta["pet"]["suv"]["method"], meta["label"]["source"])

@@ -13,7 +13,7 @@ with rule_step(snakemake) as log:
         out_pet=snakemake.output.pet,
         out_label=snakemake.output.label,
         out_roi=snakemake.output.roi,
-        settings=CropSettings.from_config(snakemake.params.settings),
+        settings=CropSettings.from_config(snakemake.params.config),
         patient=patient,
     )
     log.info("ROI box %s", roi["box_ct_index"])

@@ -1,7 +1,7 @@
 """Rule metrics: sPET vs PET (PSNR, SSIM, NMSE) and ABM Dice/ASSD per region for one patient."""
 
 from abmseg.atomic import write_json
-from abmseg.evaluate.patient import score_patient_files
+from abmseg.evaluate.patient import EvaluateSettings, score_patient_files
 from abmseg.step import rule_step
 
 patient = snakemake.wildcards.patient
@@ -13,8 +13,6 @@ with rule_step(snakemake):
         snakemake.input.pet,
         snakemake.input.label,
         snakemake.input.ct,
-        snakemake.params.regions,
-        snakemake.params.max_suv,
-        snakemake.params.ssim_sigma,
+        EvaluateSettings.from_config(snakemake.params.config),
     )
     write_json(snakemake.output[0], {"variant": snakemake.wildcards.variant, **scores})

@@ -12,6 +12,6 @@ with rule_step(snakemake):
         out_ct=snakemake.output.ct,
         out_pet=snakemake.output.pet,
         out_label=snakemake.output.label,
-        settings=NormaliseSettings(**snakemake.params.settings),
+        settings=NormaliseSettings.from_config(snakemake.params.config),
         patient=patient,
     )

@@ -1,7 +1,8 @@
 """Rule predict: sPET and ABM of a CT-only patient with the configured model bundle."""
 
-from abmseg.infer.ct_only import PredictionPaths, predict_ct_only
+from abmseg.infer.ct_only import predict_ct_only
 from abmseg.infer.model_bundle import load_model_bundle
+from abmseg.infer.patient import PredictionPaths
 from abmseg.step import rule_step
 
 patient = snakemake.wildcards.patient

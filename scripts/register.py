@@ -24,7 +24,7 @@ with rule_step(snakemake) as log:
             out_transform=snakemake.output.transform,
             out_qc=snakemake.output.qc,
             settings=RegistrationSettings.from_config(
-                snakemake.params.settings, seed=snakemake.params.seed, threads=snakemake.threads
+                snakemake.params.config, threads=snakemake.threads
             ),
             patient=patient,
         )

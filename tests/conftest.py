@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from abmseg.io.convert import ConvertedPaths, convert_patient
+from abmseg.preprocess.convert import ConvertedPaths, convert_patient
 from abmseg.synth import generate_cohort
 from abmseg.workflow_run import run_snakemake
 
 REPO = Path(__file__).resolve().parents[1]
-REGION_LABELS = [0, 1, 2, 3]
 
 
 def _skip_the_slurm_plugins_config_probe() -> None:
@@ -55,9 +54,7 @@ def converted(tmp_path_factory, tiny_cohort) -> dict:
     paths = ConvertedPaths(
         out / "ct.nii.gz", out / "pet_suv.nii.gz", out / "label.nii.gz", out / "meta.json"
     )
-    meta = convert_patient(
-        "SYN001", raw / "CT", raw / "PET", raw / "label.nii.gz", paths, REGION_LABELS
-    )
+    meta = convert_patient("SYN001", raw / "CT", raw / "PET", raw / "label.nii.gz", paths)
     return {
         "paths": paths,
         "meta": meta,

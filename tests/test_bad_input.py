@@ -9,10 +9,8 @@ import pydicom
 import pytest
 
 from abmseg.errors import PatientDataError
-from abmseg.io.convert import ConvertedPaths, convert_patient
 from abmseg.io.dicom_series import list_dicom_files
-
-LABELS = [0, 1, 2, 3]
+from abmseg.preprocess.convert import ConvertedPaths, convert_patient
 
 
 def run_convert(raw: Path, out: Path, ct: Path | None = None, pet: Path | None = None):
@@ -20,7 +18,7 @@ def run_convert(raw: Path, out: Path, ct: Path | None = None, pet: Path | None =
         out / "ct.nii.gz", out / "pet_suv.nii.gz", out / "label.nii.gz", out / "meta.json"
     )
     return convert_patient(
-        "SYN001", ct or raw / "CT", pet or raw / "PET", raw / "label.nii.gz", paths, LABELS
+        "SYN001", ct or raw / "CT", pet or raw / "PET", raw / "label.nii.gz", paths
     )
 
 

@@ -20,8 +20,8 @@ import pydicom
 import pytest
 
 from abmseg.errors import PatientDataError
-from abmseg.io.convert import ConvertedPaths, convert_patient
 from abmseg.io.dicom_series import list_dicom_files
+from abmseg.preprocess.convert import ConvertedPaths, convert_patient
 from abmseg.synth import generate_cohort
 from abmseg.workflow_run import run_snakemake
 
@@ -590,7 +590,6 @@ def test_refused_patient_writes_no_output(patient_copy, tmp_path):
             patient_copy / "PET",
             patient_copy / "label.nii.gz",
             paths,
-            [0, 1, 2, 3],
         )
     assert not out.exists() or not any(out.iterdir())
 

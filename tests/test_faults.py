@@ -36,9 +36,9 @@ from abmseg.errors import PatientDataError
 from abmseg.evaluate.aggregate import aggregate_files
 from abmseg.infer.bundle import bundle_maker, load_networks, read_bundle_checked
 from abmseg.infer.patient import read_roi_box
-from abmseg.io.convert import ConvertedPaths, convert_patient
 from abmseg.io.jsonfile import read_json
 from abmseg.io.volume import read_nifti, write_nifti
+from abmseg.preprocess.convert import ConvertedPaths, convert_patient
 from abmseg.train.checkpoint import CheckpointError, load_latest_checkpoint
 from abmseg.workflow_run import snakemake_command
 
@@ -480,7 +480,7 @@ def test_the_recovered_run_completes(recovered):
     fresh = run.work.parent / "fresh"
     raw = run.raw / patient
     paths = ConvertedPaths(*(fresh / n for n in ("ct.nii.gz", "pet.nii.gz", "l.nii.gz", "m.json")))
-    convert_patient(patient, raw / "CT", raw / "PET", raw / "label.nii.gz", paths, [0, 1, 2, 3])
+    convert_patient(patient, raw / "CT", raw / "PET", raw / "label.nii.gz", paths)
     for ours, theirs in (("ct.nii.gz", paths.ct), ("pet_suv.nii.gz", paths.pet_suv)):
         a = sitk.ReadImage(str(run.work / "results/converted" / patient / ours))
         b = sitk.ReadImage(str(theirs))

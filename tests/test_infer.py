@@ -10,7 +10,7 @@ import SimpleITK as sitk
 import torch
 
 from abmseg.cli import main
-from abmseg.infer.patient import infer_patient, spet_to_suv
+from abmseg.infer.patient import PredictionPaths, Predictor, infer_patient, spet_to_suv
 from abmseg.infer.predict import InferenceSettings, Networks, paste_into_ct_grid, predict_volume
 from abmseg.models.cyclegan import ResnetGenerator
 from abmseg.models.diffusion import ConditionalDiffusion
@@ -109,13 +109,8 @@ def test_infer_patient_writes_exact_geometry(converted, networks, tmp_path):
         tmp_path / "norm" / "ct.nii.gz",
         paths.ct,
         crop / "roi.json",
-        networks,
-        SETTINGS,
-        10.0,
-        out / "spet.nii.gz",
-        out / "abm.nii.gz",
-        out / "abm_ct.nii.gz",
-        torch.device("cpu"),
+        Predictor(networks, torch.device("cpu"), SETTINGS, 10.0),
+        PredictionPaths(out / "spet.nii.gz", out / "abm.nii.gz", out / "abm_ct.nii.gz"),
     )
     abm_ct = sitk.ReadImage(str(out / "abm_ct.nii.gz"))
     assert abm_ct.GetSize() == ct.GetSize()

@@ -61,8 +61,8 @@ def test_ct_alone_is_prepared_exactly_as_the_crop_and_normalise_rules_do(convert
         out["ct"], out["pet"], out["label"], out["nct"], out["npet"], tmp_path / "l.nii.gz",
         NormaliseSettings(), "SYN001",
     )  # fmt: skip
-    prepared = prepare_ct("SYN001", converted["raw"] / "CT", PREPROCESSING)
-    assert prepared.box == roi["box_ct_index"]
+    prepared = prepare_ct("SYN001", converted["raw"] / "CT", CropSettings(), NormaliseSettings())
+    assert prepared.cropped.box == roi["box_ct_index"]
     expected = sitk.ReadImage(str(out["nct"]))
     np.testing.assert_array_equal(
         sitk.GetArrayFromImage(prepared.normalised), sitk.GetArrayFromImage(expected)

@@ -61,8 +61,7 @@ def test_registered_pet_lies_on_the_ct_grid(converted, registration):
 def test_config_defaults_equal_the_code_defaults():
     repo = Path(__file__).resolve().parents[1]
     config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
-    from_config = RegistrationSettings.from_config(config["register"], seed=42, threads=1)
-    assert from_config == RegistrationSettings(seed=42, threads=1)
+    assert RegistrationSettings.from_config(config) == RegistrationSettings(seed=42, threads=1)
 
 
 def test_one_thread_registration_is_repeatable_bit_for_bit(converted, tmp_path):

@@ -117,7 +117,7 @@ def test_the_error_names_patient_file_figures_and_fix():
 
 def test_config_limits_are_the_code_defaults_and_pass_the_schema_bounds():
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    assert QcLimits.from_config(config["register"]["qc"]) == QcLimits()
+    assert RegistrationSettings.from_config(config).qc == QcLimits()
 
 
 # --- real ANTs registrations of the tiny synthetic SYN001 ------------------------------------

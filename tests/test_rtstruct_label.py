@@ -9,10 +9,9 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from conftest import REGION_LABELS
 
 from abmseg.errors import PatientDataError
-from abmseg.io.convert import ConvertedPaths, convert_patient
+from abmseg.preprocess.convert import ConvertedPaths, ConvertSettings, convert_patient
 from abmseg.synth import generate_cohort
 from abmseg.workflow_run import run_snakemake
 
@@ -30,7 +29,7 @@ def rt_cohort(tmp_path_factory):
 def convert(raw, tmp_path, label_path, **kwargs) -> tuple[np.ndarray, dict]:
     out = ConvertedPaths(*(tmp_path / n for n in ("ct.nii.gz", "pet.nii.gz", "l.nii.gz", "m.json")))
     meta = convert_patient(
-        "SYN001", raw / "CT", raw / "PET", label_path, out, REGION_LABELS, **kwargs
+        "SYN001", raw / "CT", raw / "PET", label_path, out, ConvertSettings(**kwargs)
     )
     return sitk.GetArrayFromImage(sitk.ReadImage(str(out.label))), meta
 
@@ -74,7 +73,7 @@ def test_roi_names_match_aliases_whatever_their_case(rt_cohort, tmp_path):
     assert np.array_equal(plain, aliased)
     assert meta["label"]["rois"]["ilium"] == "abm ILIUM"
     with pytest.raises(PatientDataError, match="ilium"):
-        convert(root / "SYN001", tmp_path / "c", renamed)  # no alias: the region has no ROI
+        convert(root / "SYN001", tmp_path / "c", renamed, roi_aliases={})  # no alias: no ROI
 
 
 def test_rtstruct_of_another_patient_is_refused(rt_cohort, tmp_path):

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from abmseg import __version__
-from abmseg.errors import PatientDataError, SheetError
+from abmseg.cli_stages import (
+    add_model_commands,
+    add_preprocessing_commands,
+    add_result_commands,
+)
+from abmseg.errors import UserError
 from abmseg.provenance.errors import ProvenanceError
 
 
@@ -32,129 +36,6 @@ def _synth_report(args: argparse.Namespace) -> int:
     folder = args.out or args.cohort
     print(f"wrote synth_report.tsv, synth_summary.tsv and synth_summary.json in {folder}")
     return 1 if args.check and report.failed_gates else 0
-
-
-def _convert(args: argparse.Namespace) -> None:
-    from abmseg.io.convert import ConvertedPaths, convert_patient
-
-    out = Path(args.out)
-    convert_patient(
-        patient=args.patient,
-        ct_dir=args.ct,
-        pet_dir=args.pet,
-        label_path=args.label,
-        out=ConvertedPaths(
-            ct=out / "ct.nii.gz",
-            pet_suv=out / "pet_suv.nii.gz",
-            label=out / "label.nii.gz",
-            meta=out / "meta.json",
-        ),
-        allowed_labels=[0, 1, 2, 3],
-    )
-    print(f"converted {args.patient} into {out}")
-
-
-def _register(args: argparse.Namespace) -> None:
-    from abmseg.preprocess.register import RegistrationSettings, register_pet_to_ct
-
-    out = Path(args.out)
-    qc = register_pet_to_ct(
-        args.ct,
-        args.pet,
-        out / "pet_suv.nii.gz",
-        out / "pet_to_ct.mat",
-        out / "qc.json",
-        RegistrationSettings(seed=args.seed, threads=args.threads),
-        patient=args.patient,
-    )
-    print(
-        f"registered {args.patient}: MI {qc['mutual_information_before']:.4f} -> "
-        f"{qc['mutual_information_after']:.4f}"
-    )
-
-
-def _crop(args: argparse.Namespace) -> None:
-    from abmseg.preprocess.roi import CropSettings, crop_patient
-
-    out = Path(args.out)
-    roi = crop_patient(
-        args.ct,
-        args.pet,
-        args.label,
-        out / "ct.nii.gz",
-        out / "pet_suv.nii.gz",
-        out / "label.nii.gz",
-        out / "roi.json",
-        CropSettings(margin_mm=tuple(args.margin_mm)),
-        patient=args.patient,
-    )
-    print(f"cropped {args.patient}: box {roi['box_ct_index']}")
-
-
-def _normalise(args: argparse.Namespace) -> None:
-    from abmseg.preprocess.normalise import NormaliseSettings, normalise_patient
-
-    out = Path(args.out)
-    normalise_patient(
-        args.ct,
-        args.pet,
-        args.label,
-        out / "ct.nii.gz",
-        out / "pet.nii.gz",
-        out / "label.nii.gz",
-        NormaliseSettings(args.ct_level, args.ct_width, args.suv_ceiling),
-        patient=args.patient,
-    )
-    print(f"normalised {args.patient} into {out}")
-
-
-def _predict(args: argparse.Namespace) -> None:
-    import logging
-    import time
-
-    import torch
-
-    from abmseg.cohort.sheet import check_patient_id
-    from abmseg.infer.ct_only import SliceProgress, predict_into_folder
-    from abmseg.infer.model_bundle import load_model_bundle
-
-    begin = time.perf_counter()
-    if not args.quiet:
-        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    patient = args.patient or Path(args.out).resolve().name
-    why = check_patient_id(patient)
-    if why:
-        raise PatientDataError(
-            patient, args.out, f"the patient name {why}", "pass --patient with a pseudonym"
-        )
-    device = torch.device(args.device) if args.device else None
-    bundle = load_model_bundle(args.bundle, device=device, threads=args.threads, patient=patient)
-    logging.getLogger(__name__).info(
-        "%s: bundle %s verified and loaded in %.1f s", patient, bundle.variant,
-        time.perf_counter() - begin,
-    )  # fmt: skip
-    progress = SliceProgress(f"{patient}: inference", 1, enabled=not args.quiet)
-    try:
-        summary = predict_into_folder(
-            patient, args.ct, bundle, args.out, dicom=not args.no_dicom, progress=progress
-        )
-    finally:
-        progress.close()
-    seconds = time.perf_counter() - begin
-    by_value = sorted(bundle.regions, key=bundle.regions.get)
-    voxels = ", ".join(f"{name} {summary['voxels_per_region'][name]}" for name in by_value)
-    print(f"{patient}: ABM voxels {voxels}; {args.out} in {seconds:.1f} s on {bundle.device}")
-
-
-def _split(args: argparse.Namespace) -> None:
-    from abmseg.cohort.sheet import load_sheet, scored_patients
-    from abmseg.cohort.split import assign_split, write_split
-
-    sheet = load_sheet(args.sheet)
-    overrides = {p: s for p, s in sheet["split"].items() if s}
-    assignment = assign_split(scored_patients(sheet), args.train_fraction, args.salt, overrides)
-    write_split(assignment, args.out)
-    print(f"wrote {args.out}")
 
 
 def _provenance(args: argparse.Namespace) -> None:
@@ -204,11 +85,7 @@ def _phi_scan(args: argparse.Namespace) -> int:
     return 1 if findings else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="abmseg", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"abmseg {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_synth_commands(sub: argparse._SubParsersAction) -> None:
     synth = sub.add_parser("synth", help="write a synthetic pelvic PET-CT cohort as real DICOM")
     synth.add_argument("out", help="output folder (gets one folder per patient and patients.tsv)")
     synth.add_argument("--patients", type=int, default=6, help="number of patients")
@@ -243,73 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synth_report.set_defaults(func=_synth_report)
 
-    convert = sub.add_parser("convert", help="one patient's DICOM CT/PET and label to NIfTI")
-    convert.add_argument("--patient", required=True)
-    convert.add_argument("--ct", required=True, help="CT series folder")
-    convert.add_argument("--pet", required=True, help="PET series folder")
-    convert.add_argument("--label", required=True, help="label NIfTI on the CT, or an RTSTRUCT")
-    convert.add_argument("--out", required=True, help="output folder")
-    convert.set_defaults(func=_convert)
 
-    register = sub.add_parser("register", help="register a converted PET onto its CT (ANTs)")
-    register.add_argument("--patient", required=True)
-    register.add_argument("--ct", required=True, help="converted ct.nii.gz")
-    register.add_argument("--pet", required=True, help="converted pet_suv.nii.gz")
-    register.add_argument("--out", required=True, help="output folder")
-    register.add_argument("--seed", type=int, default=42)
-    register.add_argument("--threads", type=int, default=1)
-    register.set_defaults(func=_register)
-
-    crop = sub.add_parser("crop", help="Otsu body mask, bed removal, pelvic box on CT/PET/label")
-    crop.add_argument("--patient", required=True)
-    crop.add_argument("--ct", required=True, help="converted ct.nii.gz")
-    crop.add_argument("--pet", required=True, help="registered pet_suv.nii.gz (on the CT grid)")
-    crop.add_argument("--label", required=True, help="converted label.nii.gz")
-    crop.add_argument("--out", required=True, help="output folder")
-    crop.add_argument("--margin-mm", type=float, nargs=3, default=[10.0, 10.0, 0.0])
-    crop.set_defaults(func=_crop)
-
-    normalise = sub.add_parser("normalise", help="CT window and SUV ceiling to [-1, 1]")
-    normalise.add_argument("--patient", required=True)
-    normalise.add_argument("--ct", required=True, help="cropped ct.nii.gz")
-    normalise.add_argument("--pet", required=True, help="cropped pet_suv.nii.gz")
-    normalise.add_argument("--label", required=True, help="cropped label.nii.gz")
-    normalise.add_argument("--out", required=True, help="output folder")
-    normalise.add_argument("--ct-level", type=float, default=100.0)
-    normalise.add_argument("--ct-width", type=float, default=1200.0)
-    normalise.add_argument("--suv-ceiling", type=float, default=10.0)
-    normalise.set_defaults(func=_normalise)
-
-    sub.add_parser("train", help="train one stage of one variant (see: abmseg train --help)")
-
-    predict = sub.add_parser(
-        "predict", help="ABM of one patient from its planning CT alone, with a model bundle"
-    )
-    predict.add_argument("--bundle", required=True, help="model bundle folder (or its bundle.json)")
-    predict.add_argument("--ct", required=True, help="the patient's CT DICOM series folder")
-    predict.add_argument(
-        "--out",
-        required=True,
-        help="output folder: spet/abm/abm_ct.nii.gz, prediction.json, abm_seg.dcm, "
-        "abm_rtstruct.dcm (the DICOM files carry the CT's patient identity)",
-    )
-    predict.add_argument(
-        "--patient",
-        help="pseudonym for messages and prediction.json (default: the --out folder's name)",
-    )
-    predict.add_argument("--threads", type=int, default=4, help="CPU threads (without a GPU)")
-    predict.add_argument("--device", help="cpu or cuda (default: cuda when present)")
-    predict.add_argument("--no-dicom", action="store_true", help="skip DICOM SEG and RTSTRUCT")
-    predict.add_argument("--quiet", action="store_true", help="no progress bar, no timings")
-    predict.set_defaults(func=_predict)
-
-    split = sub.add_parser("split", help="stable 7:3 train/test split of a cohort sheet")
-    split.add_argument("sheet", help="patients.tsv")
-    split.add_argument("--out", default="split.tsv")
-    split.add_argument("--train-fraction", type=float, default=0.7)
-    split.add_argument("--salt", default="abmseg-split-v1")
-    split.set_defaults(func=_split)
-
+def add_audit_commands(sub: argparse._SubParsersAction) -> None:
     provenance = sub.add_parser(
         "provenance", help="lineage of a result back to the raw DICOM files"
     )
@@ -344,6 +156,17 @@ def build_parser() -> argparse.ArgumentParser:
         "carry the CT's patient identity on purpose",
     )
     phi.set_defaults(func=_phi_scan)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="abmseg", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"abmseg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_synth_commands(sub)
+    add_preprocessing_commands(sub)
+    add_model_commands(sub)
+    add_result_commands(sub)
+    add_audit_commands(sub)
     return parser
 
 
@@ -356,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         status = args.func(args)
-    except (PatientDataError, SheetError, ProvenanceError) as error:
+    except (UserError, ProvenanceError) as error:
         print(f"abmseg: error: {error}", file=sys.stderr)
         return 1
     return status or 0

@@ -1,10 +1,10 @@
 """Run one pipeline step from a rule script: log to the rule's log, fail with a readable message,
 and leave a provenance record of every output when the step succeeds.
 
-A PatientDataError ends the job with one line that names the patient, the file and the fix
-(in the log and on stderr) instead of a library stack trace; Snakemake then removes the job's
-outputs and, with --keep-going, carries on with the other patients. A failed step writes no
-record, so no result is ever described by a record of a job that did not finish.
+A UserError (bad patient data, a setting that cannot be used) ends the job with one line that
+names the problem and the fix (in the log and on stderr) instead of a library stack trace;
+Snakemake then removes the job's outputs and, with --keep-going, carries on with the other
+patients. A failed step writes no record, so no result is ever described by a record of a job that did not finish.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from abmseg.errors import PatientDataError
+from abmseg.errors import UserError
 from abmseg.provenance.record import FileSource, JobRecorder
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -54,7 +54,7 @@ def rule_step(
     recorder.start()
     try:
         yield logger
-    except PatientDataError as error:
+    except UserError as error:
         logger.error("rule %s failed: %s", rule, error)
         raise SystemExit(1) from None
     records = recorder.finish()

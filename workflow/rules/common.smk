@@ -3,17 +3,13 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from abmseg.cohort.sheet import (
-    SheetError,
-    ct_only_patients,
-    load_sheet,
-    scored_patients,
-)
-from abmseg.cohort.split import assign_split
-from abmseg.errors import PatientDataError
-from abmseg.infer.model_bundle import MANIFEST as MODEL_BUNDLE_FILE
-from abmseg.infer.model_bundle import verify_model_bundle
+from abmseg.cohort.plan import plan_cohort
+from abmseg.cohort.sheet import load_sheet
+from abmseg.cohort.split import SplitSettings
+from abmseg.errors import UserError
+from abmseg.infer.model_bundle import resolve_configured_bundle
 from abmseg.io.dicom_series import list_dicom_files
+from abmseg.settings import stage_config as config_of_stage
 from abmseg.train.variants import VARIANTS as VARIANT_SPECS
 
 # Snakemake builds a graph of Python objects per job; with CPython's default thresholds the
@@ -25,35 +21,19 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 try:
     patients = load_sheet(config["patients"])
-except SheetError as error:
+    # One call for the whole table: a validate() per row costs ~5 ms, a minute at 10,000 patients.
+    validate(patients, schema="../schemas/patients.schema.yaml", set_default=False)
+    PLAN = plan_cohort(patients, SplitSettings.from_config(config))
+except UserError as error:
     raise WorkflowError(str(error)) from None
-# One call for the whole table: a validate() per row costs ~5 ms, a minute at 10,000 patients.
-validate(patients, schema="../schemas/patients.schema.yaml", set_default=False)
 
-PATIENTS = list(patients.index)
+PATIENTS = PLAN.patients
 # CT-only patients (no PET, no label) are only predicted, with the model bundle below.
-CT_ONLY_PATIENTS = ct_only_patients(patients)
-SCORED_PATIENTS = scored_patients(patients)
-SPLIT = assign_split(
-    SCORED_PATIENTS,
-    config["split"]["train_fraction"],
-    config["split"]["salt"],
-    overrides={p: s for p, s in patients["split"].items() if s},
-)
-
-
-TRAIN_PATIENTS = [p for p in SCORED_PATIENTS if SPLIT[p] == "train"]
-TEST_PATIENTS = [p for p in SCORED_PATIENTS if SPLIT[p] == "test"]
-if SCORED_PATIENTS and (not TRAIN_PATIENTS or not TEST_PATIENTS):
-    raise WorkflowError(
-        f"the split gives {len(TRAIN_PATIENTS)} training and {len(TEST_PATIENTS)} test patients; "
-        "both sides need at least one: add patients or set the sheet's 'split' column"
-    )
-if sorted(config["regions"].values()) != [1, 2, 3]:
-    raise WorkflowError(
-        f"config 'regions' must give the three regions the label values 1, 2 and 3 (the networks "
-        f"have 4 classes); got {config['regions']}: relabel the images to 1-3 instead"
-    )
+CT_ONLY_PATIENTS = PLAN.ct_only
+SCORED_PATIENTS = PLAN.scored
+SPLIT = PLAN.split
+TRAIN_PATIENTS = PLAN.train
+TEST_PATIENTS = PLAN.test
 MODEL_PRESET_FILES = [
     str(Path(workflow.basedir) / "config" / "models" / f"{network}.yaml")
     for network in ("cyclegan", "diffusion", "mpfpsn")
@@ -61,36 +41,15 @@ MODEL_PRESET_FILES = [
 VARIANTS = config["variants"]
 
 
-def configured_bundle(path):
-    """The configured model bundle as an absolute path and its manifest, verified (format,
-    version, SHA-256 of the manifest and of every weight file) before any job is planned. It may
-    not lie in this run's results/: a rule writes there, and predicting from it could retrain
-    it. A relative path is taken from the working directory."""
-    folder = Path(path).resolve()
-    if Path("results").resolve() in folder.parents:
-        raise WorkflowError(
-            f"config 'model_bundle' {path} lies inside this run's results/ folder, which the "
-            "pipeline rewrites: leave model_bundle null to use this run's own bundle, or copy "
-            "the bundle folder elsewhere and point to the copy"
-        )
-    if not (folder / MODEL_BUNDLE_FILE).is_file():
-        raise WorkflowError(
-            f"config 'model_bundle' {path} holds no {MODEL_BUNDLE_FILE}: point it to a bundle "
-            "folder written by the rule 'bundle' (a copy of results/bundles/<variant> of a "
-            "finished run)"
-        )
-    try:
-        return str(folder), verify_model_bundle(folder)
-    except PatientDataError as error:
-        raise WorkflowError(f"config 'model_bundle': {error}") from None
-
-
 # The bundle CT-only patients are predicted with: a configured folder (verified now, once; no
 # training needed for them), else the one this run trains for the first variant.
 MODEL_BUNDLE = f"results/bundles/{VARIANTS[0]}"
 PREDICT_REGIONS = config["regions"]
 if CT_ONLY_PATIENTS and config["model_bundle"]:
-    MODEL_BUNDLE, bundle_manifest = configured_bundle(config["model_bundle"])
+    try:
+        MODEL_BUNDLE, bundle_manifest = resolve_configured_bundle(config["model_bundle"])
+    except UserError as error:
+        raise WorkflowError(str(error)) from None
     PREDICT_REGIONS = bundle_manifest["regions"]
 elif CT_ONLY_PATIENTS and not SCORED_PATIENTS:
     raise WorkflowError(
@@ -132,28 +91,28 @@ def get_label(wildcards):
     return patients.loc[wildcards.patient, "label"]
 
 
-def region_labels():
-    return [0] + sorted(config["regions"].values())
+def stage_config(stage):
+    """A rule's params: only the config keys its stage reads, so a change elsewhere in the config
+    does not rerun it (abmseg.settings.STAGE_CONFIG_KEYS)."""
+    return config_of_stage(config, stage)
+
+
+def require_split():
+    """Training and scoring need patients on both sides of the split; converting or
+    preprocessing one patient does not, so only their input functions ask."""
+    problem = PLAN.split_problem()
+    if problem:
+        raise WorkflowError(problem)
 
 
 def training_volumes(wildcards):
     """Normalised volumes of the training patients only: a new test patient changes nothing."""
+    require_split()
     return expand(
         "results/normalized/{patient}/{image}.nii.gz",
         patient=TRAIN_PATIENTS,
         image=["ct", "pet", "label"],
     )
-
-
-def training_settings():
-    """Only the config that training reads, so other config changes do not retrain (the worker
-    count changes no result: the script takes it from the config, not from params)."""
-    training = {k: v for k, v in config["training"].items() if k != "workers"}
-    return {
-        "seed": config["seed"],
-        "model_preset": config["model_preset"],
-        "training": training,
-    }
 
 
 def gpu_count(job):
@@ -195,22 +154,15 @@ def final_model(wildcards):
     return f"results/models/{wildcards.variant}/stage{stage}/model.pt"
 
 
-def bundle_preprocessing():
-    """Every preprocessing setting a bundle must carry to predict new patients like its
-    training patients (crop, CT window, SUV ceiling, which slices count as body)."""
-    return {
-        "crop": config["crop"],
-        "normalise": config["normalise"],
-        "body_threshold": config["training"]["body_threshold"],
-    }
+def test_metrics(wildcards):
+    """Every test patient's scores, of every variant."""
+    require_split()
+    return expand(
+        "results/metrics/{variant}/{patient}.json", variant=VARIANTS, patient=TEST_PATIENTS
+    )
 
 
-def bundle_sampler():
-    """The sampler a bundle predicts with: this run's inference settings and seed."""
-    return {**config["inference"], "seed": config["seed"]}
-
-
-def get_final_outputs():
+def get_final_outputs(wildcards):
     predicted = expand(
         "results/predict/{patient}/{name}",
         patient=CT_ONLY_PATIENTS,
@@ -218,6 +170,7 @@ def get_final_outputs():
     )
     if not SCORED_PATIENTS:
         return predicted + dicom_exports()
+    require_split()
     return (
         predicted
         + expand("results/bundles/{variant}/bundle.json", variant=VARIANTS)

@@ -17,20 +17,14 @@ rule metrics:
     resources:
         **scheduler_resources("metrics"),
     params:
-        regions=config["regions"],
-        max_suv=config["normalise"]["suv_ceiling"],
-        ssim_sigma=config["metrics"]["ssim_sigma"],
+        config=stage_config("evaluate"),
     script:
         "../../scripts/metrics.py"
 
 
 rule aggregate:
     input:
-        expand(
-            "results/metrics/{variant}/{patient}.json",
-            variant=VARIANTS,
-            patient=TEST_PATIENTS,
-        ),
+        test_metrics,
     output:
         per_patient=report(
             "results/metrics/per_patient.tsv",
@@ -38,6 +32,7 @@ rule aggregate:
             category="Results",
         ),
         summary="results/metrics/summary.tsv",
+        json="results/metrics/summary.json",
         markdown=report(
             "results/metrics/summary.md",
             caption="../report/summary.rst",

@@ -18,9 +18,6 @@ rule infer:
     resources:
         **scheduler_resources("infer", gpu_job="infer"),
     params:
-        inference=config["inference"],
-        seed=config["seed"],
-        suv_ceiling=config["normalise"]["suv_ceiling"],
-        body_threshold=config["training"]["body_threshold"],
+        config=stage_config("infer"),
     script:
         "../../scripts/infer.py"

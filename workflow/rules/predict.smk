@@ -13,9 +13,7 @@ rule bundle:
     resources:
         **scheduler_resources("bundle"),
     params:
-        preprocessing=bundle_preprocessing(),
-        sampler=bundle_sampler(),
-        regions=config["regions"],
+        config=stage_config("bundle"),
     script:
         "../../scripts/bundle.py"
 

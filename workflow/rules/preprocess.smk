@@ -20,9 +20,7 @@ rule convert:
     params:
         ct_dir=get_series_folder("ct"),
         pet_dir=get_series_folder("pet"),
-        labels=region_labels(),
-        regions=config["regions"],
-        roi_aliases=config["roi_aliases"],
+        config=stage_config("convert"),
     script:
         "../../scripts/convert.py"
 
@@ -45,8 +43,7 @@ rule register:
     resources:
         **scheduler_resources("register"),
     params:
-        settings=config["register"],
-        seed=config["seed"],
+        config=stage_config("register"),
     script:
         "../../scripts/register.py"
 
@@ -71,7 +68,7 @@ rule crop:
     resources:
         **scheduler_resources("crop"),
     params:
-        settings=config["crop"],
+        config=stage_config("crop"),
     script:
         "../../scripts/crop.py"
 
@@ -95,6 +92,6 @@ rule normalise:
     resources:
         **scheduler_resources("normalise"),
     params:
-        settings=config["normalise"],
+        config=stage_config("normalise"),
     script:
         "../../scripts/normalise.py"

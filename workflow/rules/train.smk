@@ -24,7 +24,7 @@ rule train_stage1:
     params:
         stage=1,
         patients=TRAIN_PATIENTS,
-        settings=training_settings(),
+        config=stage_config("train"),
         gpus=gpu_count("train"),
     script:
         "../../scripts/train.py"
@@ -57,7 +57,7 @@ rule train_stage2:
     params:
         stage=2,
         patients=TRAIN_PATIENTS,
-        settings=training_settings(),
+        config=stage_config("train"),
         gpus=gpu_count("train"),
     script:
         "../../scripts/train.py"

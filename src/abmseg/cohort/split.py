@@ -10,11 +10,26 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from abmseg.atomic import write_atomic
+from abmseg.settings import from_section
 
 TRAIN, TEST = "train", "test"
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """config['split']: expected training fraction and the salt of the patient hash."""
+
+    train_fraction: float = 0.7
+    salt: str = "abmseg-split-v1"
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> SplitSettings:
+        return from_section(cls, config.get("split"), "split")
 
 
 def hash_unit(patient_id: str, salt: str) -> float:

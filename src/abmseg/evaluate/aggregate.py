@@ -1,4 +1,5 @@
-"""Collect per-patient metric JSON files into per_patient.tsv, summary.tsv and summary.md."""
+"""Collect per-patient metric JSON files into per_patient.tsv, summary.tsv, summary.md and
+summary.json (the same figures, machine-readable)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from abmseg.atomic import write_atomic
+from abmseg.atomic import write_atomic, write_json
 from abmseg.evaluate.patient import flatten
-from abmseg.evaluate.summary import markdown, summarise
+from abmseg.evaluate.summary import markdown, summarise, summary_record
 from abmseg.io.jsonfile import read_json
 
 
@@ -18,8 +19,9 @@ def aggregate_files(
     out_per_patient: str | Path,
     out_summary: str | Path,
     out_markdown: str | Path,
+    out_json: str | Path | None = None,
 ) -> str:
-    """Write the three tables; return the Markdown text (the demo prints it)."""
+    """Write the tables (and summary.json when asked); return the Markdown text."""
     rows = []
     for path in metric_files:
         record = read_json(
@@ -35,4 +37,6 @@ def aggregate_files(
     write_atomic(out_per_patient, lambda tmp: per_patient.to_csv(tmp, sep="\t", index=False))
     write_atomic(out_summary, lambda tmp: summary.to_csv(tmp, sep="\t", index=False))
     write_atomic(out_markdown, lambda tmp: tmp.write_text(text))
+    if out_json is not None:
+        write_json(out_json, summary_record(summary, per_patient))
     return text

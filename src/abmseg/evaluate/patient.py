@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -12,6 +14,33 @@ from abmseg.errors import PatientDataError
 from abmseg.io.volume import read_nifti
 from abmseg.metrics import nmse, psnr, region_scores, ssim
 from abmseg.preprocess.roi import body_mask
+from abmseg.regions import DEFAULT_REGIONS
+from abmseg.settings import from_section, pick
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """The region table, SSIM's window (config['metrics']) and the SUV ceiling, which is PSNR's
+    MAX and SSIM's data range (config['normalise']['suv_ceiling'])."""
+
+    regions: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_REGIONS))
+    ssim_sigma: float = 1.5
+    max_suv: float = 10.0
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> EvaluateSettings:
+        values: dict[str, Any] = pick(config, "regions")
+        if "suv_ceiling" in config.get("normalise", {}):
+            values["max_suv"] = float(config["normalise"]["suv_ceiling"])
+        metrics = from_section(_Metrics, config.get("metrics"), "metrics")
+        return cls(**values, ssim_sigma=metrics.ssim_sigma)
+
+
+@dataclass(frozen=True)
+class _Metrics:
+    """config['metrics'] alone, so an unknown key there is refused like anywhere else."""
+
+    ssim_sigma: float = 1.5
 
 
 def patient_scores(
@@ -62,9 +91,7 @@ def score_patient_files(
     pet_path: str | Path,
     label_path: str | Path,
     ct_path: str | Path,
-    regions: Mapping[str, int],
-    max_suv: float,
-    ssim_sigma: float = 1.5,
+    settings: EvaluateSettings,
 ) -> dict:
     """Read one patient's prediction and truth (all on the cropped grid) and score them.
 
@@ -98,8 +125,8 @@ def score_patient_files(
         arrays["abm"],
         arrays["label"],
         spacing_zyx,
-        regions,
-        max_suv,
-        ssim_sigma,
+        settings.regions,
+        settings.max_suv,
+        settings.ssim_sigma,
     )
     return {"patient_id": patient, **scores}

@@ -6,6 +6,8 @@ import math
 
 import pandas as pd
 
+from abmseg.regions import REGION_NAMES
+
 # Zhuo et al. 2025, "this method": Table 1 (synthesis) and Table 2 (segmentation), mean and sd.
 PAPER = {
     "psnr_db": (26.42, 0.63),
@@ -21,7 +23,7 @@ PAPER = {
     "assd_mm_mean": (3.52, 0.41),
 }
 SYNTHESIS = ("psnr_db", "ssim", "nmse")
-REGIONS = ("lumbosacral_spine", "ilium", "lower_pelvis", "mean")
+REGIONS = (*REGION_NAMES, "mean")
 
 
 def summarise(per_patient: pd.DataFrame) -> pd.DataFrame:
@@ -46,6 +48,26 @@ def summarise(per_patient: pd.DataFrame) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _number(value: object) -> object:
+    """JSON has no NaN: an undefined figure is null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def summary_record(summary: pd.DataFrame, per_patient: pd.DataFrame) -> dict:
+    """summary.json: per variant and metric the figures of summary.tsv, and every patient's
+    row of per_patient.tsv; the machine-readable twin of summary.md."""
+    variants: dict[str, dict] = {}
+    for row in summary.to_dict(orient="records"):
+        figures = {k: _number(v) for k, v in row.items() if k not in ("variant", "metric")}
+        variants.setdefault(row["variant"], {})[row["metric"]] = figures
+    patients = [
+        {k: _number(v) for k, v in row.items()} for row in per_patient.to_dict(orient="records")
+    ]
+    return {"variants": variants, "per_patient": patients}
 
 
 def _cell(mean: float, sd: float, digits: int) -> str:

@@ -2,8 +2,9 @@
 
 Every preprocessing setting (crop margin, bed clearing, CT window, SUV ceiling, body threshold)
 and the sampler come from the model bundle, not from a config: a bundle predicts new patients
-exactly as its networks were trained. The Snakemake rule ``predict`` and ``abmseg predict`` both
-call :func:`predict_ct_only`, so the two paths give the same masks.
+exactly as its networks were trained. The steps are the stages' own cores (``ct_image``,
+``crop_volumes``, ``normalise_ct``, ``predict_patient``), and the Snakemake rule ``predict`` and
+``abmseg predict`` both call :func:`predict_ct_only`, so the paths give the same masks.
 """
 
 from __future__ import annotations
@@ -21,36 +22,15 @@ import SimpleITK as sitk
 
 from abmseg.atomic import write_json
 from abmseg.infer.model_bundle import ModelBundle
-from abmseg.infer.patient import write_prediction
-from abmseg.infer.predict import predict_volume
+from abmseg.infer.patient import PredictionPaths, predict_patient
 from abmseg.io.convert import ct_image
 from abmseg.io.dicom_series import DicomSeries, read_series
-from abmseg.io.volume import image_like, read_nifti
-from abmseg.preprocess.normalise import window_ct
-from abmseg.preprocess.roi import AIR_HU, CropSettings, body_box, crop_image
+from abmseg.io.volume import read_nifti
+from abmseg.preprocess.normalise import NormaliseSettings, normalise_ct
+from abmseg.preprocess.roi import Cropped, CropSettings, crop_volumes
 from abmseg.train.progress import ProgressLine
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PredictionPaths:
-    """What one CT-only prediction writes (the rule's outputs, or the CLI's --out folder)."""
-
-    spet: Path
-    abm: Path
-    abm_ct: Path
-    summary: Path
-
-    @classmethod
-    def in_folder(cls, folder: str | Path) -> PredictionPaths:
-        folder = Path(folder)
-        return cls(
-            folder / "spet.nii.gz",
-            folder / "abm.nii.gz",
-            folder / "abm_ct.nii.gz",
-            folder / "prediction.json",
-        )
 
 
 class SliceProgress(ProgressLine):
@@ -75,32 +55,30 @@ class PreparedCT:
 
     series: DicomSeries  # as read: the DICOM export references it without a second read
     ct: sitk.Image  # the converted CT (HU) on its original grid
+    cropped: Cropped  # the crop core's result: box, Otsu threshold, body voxels
     normalised: sitk.Image  # cropped to the body box, bed cleared, windowed to [-1, 1]
-    box: dict[str, list[int]]
-    otsu_threshold_hu: float
-    body_voxels: int
 
 
-def prepare_ct(patient: str, ct_dir: str | Path, preprocessing: dict) -> PreparedCT:
-    """Convert, crop and normalise a CT series exactly as the convert, crop and normalise rules
-    treat a training patient's CT (same functions, the bundle's settings)."""
+def prepare_ct(
+    patient: str, ct_dir: str | Path, crop: CropSettings, normalise: NormaliseSettings
+) -> PreparedCT:
+    """The convert, crop and normalise cores on a CT series: exactly what the convert, crop and
+    normalise rules do to a training patient's CT, with the given (the bundle's) settings."""
     begin = time.perf_counter()
-    crop = CropSettings.from_config(preprocessing["crop"])
     series = read_series(ct_dir, "CT", patient)
     ct = ct_image(series, patient)
-    hu = sitk.GetArrayFromImage(ct)
-    mask, threshold, box = body_box(hu, ct.GetSpacing(), crop, patient, ct_dir)
-    if crop.clear_outside_body:
-        hu = np.where(mask, hu, np.asarray(AIR_HU, dtype=hu.dtype))
-    cropped = crop_image(image_like(hu, ct), box)
-    window = preprocessing["normalise"]
-    normalised = window_ct(
-        sitk.GetArrayViewFromImage(cropped), window["ct_level_hu"], window["ct_width_hu"]
-    )
+    cropped = crop_volumes(ct, crop, patient=patient, ct_path=ct_dir)
+    normalised = normalise_ct(cropped.images["ct"], normalise)
     log.info(
         "%s: CT converted, cropped and windowed in %.1f s", patient, time.perf_counter() - begin
     )
-    return PreparedCT(series, ct, image_like(normalised, cropped), box, threshold, int(mask.sum()))
+    return PreparedCT(series, ct, cropped, normalised)
+
+
+def prepare_for_bundle(patient: str, ct_dir: str | Path, bundle: ModelBundle) -> PreparedCT:
+    config = bundle.config()
+    crop, normalise = CropSettings.from_config(config), NormaliseSettings.from_config(config)
+    return prepare_ct(patient, ct_dir, crop, normalise)
 
 
 def predict_ct_only(
@@ -118,33 +96,19 @@ def predict_ct_only(
     ``patient`` only). Returns that summary. ``prepared``: :func:`prepare_ct`'s result, when the
     caller keeps it (for the DICOM export).
     """
-    prepared = prepared or prepare_ct(patient, ct_dir, bundle.preprocessing)
-    ct, grid = prepared.ct, prepared.normalised
+    prepared = prepared or prepare_for_bundle(patient, ct_dir, bundle)
     prepared_at = time.perf_counter()
-    spet, labels = predict_volume(
-        sitk.GetArrayFromImage(grid),
-        bundle.networks,
-        bundle.inference_settings(),
-        bundle.device,
-        progress,
+    box = prepared.cropped.box
+    labels = predict_patient(
+        prepared.normalised, prepared.ct, box, bundle.predictor(), out, progress
     )
-    inferred_at = time.perf_counter()
-    log.info("%s: networks ran in %.1f s", patient, inferred_at - prepared_at)
-    suv_ceiling = bundle.preprocessing["normalise"]["suv_ceiling"]
-    write_prediction(
-        spet, labels, grid, ct, prepared.box, suv_ceiling, out.spet, out.abm, out.abm_ct
-    )
+    log.info("%s: networks ran in %.1f s", patient, time.perf_counter() - prepared_at)
     counts = np.bincount(labels.ravel(), minlength=256)
+    roi = prepared.cropped.summary(patient, prepared.ct)
+    del roi["patient_id"]
     summary = {
         "patient_id": patient,
-        "roi": {
-            "box_ct_index": prepared.box,
-            "index_convention": "half-open [start, stop) voxel index ranges on the CT grid",
-            "ct_size_xyz": list(ct.GetSize()),
-            "cropped_size_xyz": list(grid.GetSize()),
-            "otsu_threshold_hu": round(prepared.otsu_threshold_hu, 2),
-            "body_voxels": prepared.body_voxels,
-        },
+        "roi": roi,
         "bundle": {
             "variant": bundle.variant,
             "abmseg_version": bundle.manifest["abmseg_version"],
@@ -153,8 +117,8 @@ def predict_ct_only(
         "sampler": bundle.sampler,
         "voxels_per_region": {name: int(counts[value]) for name, value in bundle.regions.items()},
     }
-    write_json(out.summary, summary)
-    log.info("%s: outputs written in %.1f s", patient, time.perf_counter() - inferred_at)
+    if out.summary is not None:
+        write_json(out.summary, summary)
     return summary
 
 
@@ -181,7 +145,7 @@ def predict_into_folder(
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
         staging = Path(tmp)
         paths = PredictionPaths.in_folder(staging)
-        prepared = prepare_ct(patient, ct_dir, bundle.preprocessing)
+        prepared = prepare_for_bundle(patient, ct_dir, bundle)
         summary = predict_ct_only(patient, ct_dir, bundle, paths, progress, prepared)
         if dicom:
             from abmseg.rt.export import export_label  # highdicom only when asked for

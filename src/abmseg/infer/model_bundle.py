@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -33,15 +34,20 @@ from torch import nn
 
 import abmseg
 from abmseg.atomic import atomic_path, write_json
-from abmseg.errors import PatientDataError
+from abmseg.errors import ConfigError, PatientDataError
 from abmseg.infer.bundle import bundle_maker, pick_device
+from abmseg.infer.patient import Predictor
 from abmseg.infer.predict import InferenceSettings, Networks
 from abmseg.io.jsonfile import read_json
 from abmseg.models.cyclegan import ResnetGenerator
 from abmseg.models.diffusion import ConditionalDiffusion
 from abmseg.models.mpfpsn import MPFPSN
+from abmseg.preprocess.convert import ConvertSettings
+from abmseg.preprocess.normalise import NormaliseSettings
+from abmseg.preprocess.roi import CropSettings
 from abmseg.provenance.hashing import sha256_file
 from abmseg.provenance.layout import record_path, results_dir_of_output
+from abmseg.settings import to_section
 from abmseg.train.checkpoint import load_failure_reason
 from abmseg.train.networks import inference_diffusion_preset, read_bundle
 from abmseg.train.variants import get_variant
@@ -227,13 +233,56 @@ class ModelBundle:
     def regions(self) -> dict[str, int]:
         return self.manifest["regions"]
 
+    def config(self) -> dict[str, Any]:
+        """The bundle's settings in the workflow config's form, so the stages' own
+        ``from_config`` read them exactly as they read a run's config."""
+        return bundle_config(self.manifest)
+
     def inference_settings(self) -> InferenceSettings:
         """The sampler and body threshold the bundle was written with, as predict_volume takes."""
-        known = ("sampler", "steps", "start_step", "batch_size", "seed")
-        values = {k: v for k, v in self.sampler.items() if k in known}
-        if "body_threshold" in self.preprocessing:
-            values["body_threshold"] = float(self.preprocessing["body_threshold"])
-        return InferenceSettings(**values)
+        return InferenceSettings.from_config(self.config())
+
+    def predictor(self) -> Predictor:
+        suv_ceiling = NormaliseSettings.from_config(self.config()).suv_ceiling
+        return Predictor(self.networks, self.device, self.inference_settings(), suv_ceiling)
+
+
+def bundle_config(manifest: dict) -> dict[str, Any]:
+    """A manifest's preprocessing, sampler and regions as a workflow config (the inverse of
+    BundleSettings.from_config)."""
+    preprocessing, sampler = manifest["preprocessing"], dict(manifest["sampler"])
+    config: dict[str, Any] = {
+        "regions": manifest["regions"],
+        "crop": preprocessing["crop"],
+        "normalise": preprocessing["normalise"],
+        "inference": {k: v for k, v in sampler.items() if k != "seed"},
+    }
+    if "seed" in sampler:
+        config["seed"] = sampler["seed"]
+    if "body_threshold" in preprocessing:
+        config["training"] = {"body_threshold": preprocessing["body_threshold"]}
+    return config
+
+
+@dataclass(frozen=True)
+class BundleSettings:
+    """What rule bundle records besides the weights: the preprocessing, sampler and region
+    table new patients must be predicted with (from the run's config)."""
+
+    preprocessing: dict[str, Any]
+    sampler: dict[str, Any]
+    regions: dict[str, int]
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> BundleSettings:
+        inference = InferenceSettings.from_config(config)
+        preprocessing = {
+            "crop": to_section(CropSettings.from_config(config)),
+            "normalise": to_section(NormaliseSettings.from_config(config)),
+            "body_threshold": inference.body_threshold,
+        }
+        regions = ConvertSettings.from_config(config).regions
+        return cls(preprocessing, inference.sampler_record(), dict(regions))
 
 
 def _locate(folder: str | Path) -> tuple[Path, Path]:
@@ -349,6 +398,35 @@ def verify_model_bundle(folder: str | Path, patient: str | None = None) -> dict:
         path = _weight_file(root, name, entry, patient)
         _check_digest(path, entry, path.stat().st_size, sha256_file(path), patient)
     return manifest
+
+
+def resolve_configured_bundle(
+    path: str | Path, results: str | Path = "results"
+) -> tuple[str, dict]:
+    """config 'model_bundle' as an absolute folder and its verified manifest (format, version,
+    SHA-256 of the manifest and of every weight file), checked before any job is planned. It may
+    not lie inside the run's ``results`` folder: a rule writes there, and predicting from it
+    could retrain it. A relative path is taken from the working directory."""
+    folder = Path(path).resolve()
+    if Path(results).resolve() in folder.parents:
+        raise ConfigError(
+            f"config 'model_bundle' {path} lies inside this run's results/ folder, which the "
+            "pipeline rewrites",
+            "leave model_bundle null to use this run's own bundle, or copy the bundle folder "
+            "elsewhere and point to the copy",
+        )
+    if not (folder / MANIFEST).is_file():
+        raise ConfigError(
+            f"config 'model_bundle' {path} holds no {MANIFEST}",
+            "point it to a bundle folder written by the rule 'bundle' (a copy of "
+            "results/bundles/<variant> of a finished run)",
+        )
+    try:
+        return str(folder), verify_model_bundle(folder)
+    except PatientDataError as error:
+        raise ConfigError(
+            f"config 'model_bundle': {error.problem} ({error.path})", error.fix
+        ) from None
 
 
 def _load_network(

@@ -1,8 +1,15 @@
-"""One test patient's inference outputs: sPET (SUV) and ABM on the cropped grid, and the ABM
-pasted back onto the patient's original planning-CT grid (exact geometry, for overlay)."""
+"""One patient through the networks: sPET (SUV) and ABM on the cropped grid, and the ABM pasted
+back onto the patient's original planning-CT grid (exact geometry, for overlay).
+
+``predict_patient`` is the one core of rule infer (a test patient, from the pipeline's
+normalised CT and a trained model), rule predict and ``abmseg predict`` (a CT-only patient, from
+a model bundle, through abmseg.infer.ct_only).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,48 +42,72 @@ def read_roi_box(roi_json: str | Path, patient: str) -> dict[str, list[int]]:
     return box
 
 
+@dataclass(frozen=True)
+class Predictor:
+    """Trained networks on their device with the settings they predict with."""
+
+    networks: Networks
+    device: torch.device
+    settings: InferenceSettings
+    suv_ceiling: float  # the normalisation's: sPET in [-1, 1] back to SUV
+
+
+@dataclass(frozen=True)
+class PredictionPaths:
+    """What one prediction writes (a rule's outputs, or ``abmseg predict``'s --out folder);
+    ``summary`` (prediction.json) only for CT-only patients."""
+
+    spet: Path
+    abm: Path
+    abm_ct: Path
+    summary: Path | None = None
+
+    @classmethod
+    def in_folder(cls, folder: str | Path) -> PredictionPaths:
+        folder = Path(folder)
+        names = ("spet.nii.gz", "abm.nii.gz", "abm_ct.nii.gz", "prediction.json")
+        return cls(*(folder / name for name in names))
+
+
+def predict_patient(
+    normalised: sitk.Image,
+    full_ct: sitk.Image,
+    box: dict[str, list[int]],
+    predictor: Predictor,
+    out: PredictionPaths,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Run the networks over the normalised, cropped CT and write sPET (SUV) and ABM on the
+    cropped grid and the ABM on the full CT grid; returns the cropped label map."""
+    spet, labels = predict_volume(
+        sitk.GetArrayFromImage(normalised),
+        predictor.networks,
+        predictor.settings,
+        predictor.device,
+        progress,
+    )
+    full_shape = tuple(reversed(full_ct.GetSize()))
+    write_nifti(image_like(spet_to_suv(spet, predictor.suv_ceiling), normalised), out.spet)
+    write_nifti(image_like(labels, normalised), out.abm)
+    write_nifti(image_like(paste_into_ct_grid(labels, box, full_shape), full_ct), out.abm_ct)
+    return labels
+
+
 def infer_patient(
     patient: str,
     normalized_ct: str | Path,
     converted_ct: str | Path,
     roi_json: str | Path,
-    networks: Networks,
-    settings: InferenceSettings,
-    suv_ceiling: float,
-    out_spet: str | Path,
-    out_abm: str | Path,
-    out_abm_ct: str | Path,
-    device: torch.device,
+    predictor: Predictor,
+    out: PredictionPaths,
 ) -> dict:
-    """Predict and write spet.nii.gz (SUV), abm.nii.gz and abm_ct.nii.gz; return label counts."""
+    """Rule infer: a test patient from the pipeline's files; returns the label counts."""
+    box = read_roi_box(roi_json, patient)
     ct_image = read_nifti(normalized_ct, patient, made_by="normalise")
     full_ct = read_nifti(converted_ct, patient, made_by="convert")
-    box = read_roi_box(roi_json, patient)
-    spet, labels = predict_volume(sitk.GetArrayFromImage(ct_image), networks, settings, device)
-    write_prediction(
-        spet, labels, ct_image, full_ct, box, suv_ceiling, out_spet, out_abm, out_abm_ct
-    )
+    labels = predict_patient(ct_image, full_ct, box, predictor, out)
     counts = np.bincount(labels.ravel(), minlength=4)
     return {
         "patient_id": patient,
         "voxels_per_label": {str(k): int(v) for k, v in enumerate(counts)},
     }
-
-
-def write_prediction(
-    spet: np.ndarray,
-    labels: np.ndarray,
-    cropped: sitk.Image,
-    full_ct: sitk.Image,
-    box: dict[str, list[int]],
-    suv_ceiling: float,
-    out_spet: str | Path,
-    out_abm: str | Path,
-    out_abm_ct: str | Path,
-) -> None:
-    """sPET (SUV) and ABM on the cropped grid, and the ABM pasted back onto the full CT grid:
-    the same three files for a test patient (rule infer) and a CT-only patient (predict)."""
-    full_shape = tuple(reversed(full_ct.GetSize()))
-    write_nifti(image_like(spet_to_suv(spet, suv_ceiling), cropped), out_spet)
-    write_nifti(image_like(labels, cropped), out_abm)
-    write_nifti(image_like(paste_into_ct_grid(labels, box, full_shape), full_ct), out_abm_ct)

@@ -8,24 +8,43 @@ their label 0.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from abmseg.settings import from_section
 from abmseg.train.slices import SliceGeometry, body_slices
 
 
 @dataclass(frozen=True)
 class InferenceSettings:
+    """config['inference'], with config['seed'] and the training's body threshold (the slices
+    that count as body must be the ones the networks were trained on)."""
+
     sampler: str = "ddim"
     steps: int | None = 50
     start_step: int | None = None
     batch_size: int = 8
     seed: int = 42
     body_threshold: float = -0.9
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> InferenceSettings:
+        fixed: dict[str, Any] = {}
+        if "seed" in config:
+            fixed["seed"] = int(config["seed"])
+        if "body_threshold" in config.get("training", {}):
+            fixed["body_threshold"] = float(config["training"]["body_threshold"])
+        return from_section(cls, config.get("inference"), "inference", **fixed)
+
+    def sampler_record(self) -> dict[str, Any]:
+        """The sampler as a model bundle records it (bundle.json's ``sampler``)."""
+        keys = ("sampler", "steps", "start_step", "batch_size", "seed")
+        return {key: getattr(self, key) for key in keys}
 
 
 @dataclass

@@ -10,8 +10,10 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -20,6 +22,7 @@ from scipy import ndimage
 from abmseg.atomic import atomic_path, write_json
 from abmseg.io.volume import image_like, read_nifti, write_nifti
 from abmseg.preprocess.registration_qc import QcLimits, RegistrationQcError, check_registration
+from abmseg.settings import from_section, to_section
 
 
 @dataclass(frozen=True)
@@ -32,20 +35,6 @@ class StageSettings:
     shrink_factors: tuple[int, ...] = (4, 2, 1)
     smoothing_sigmas_vox: tuple[float, ...] = (2.0, 1.0, 0.0)
     gradient_step: float = 0.2
-
-    @classmethod
-    def from_config(cls, section: dict) -> StageSettings:
-        return cls(
-            metric_bins=int(section["metric_bins"]),
-            sampling_percentage=float(section["sampling_percentage"]),
-            iterations=tuple(int(v) for v in section["iterations"]),
-            shrink_factors=tuple(int(v) for v in section["shrink_factors"]),
-            smoothing_sigmas_vox=tuple(float(v) for v in section["smoothing_sigmas_vox"]),
-            gradient_step=float(section["gradient_step"]),
-        )
-
-    def as_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 AFFINE_DEFAULT = StageSettings(
@@ -60,7 +49,7 @@ AFFINE_DEFAULT = StageSettings(
 
 @dataclass(frozen=True)
 class RegistrationSettings:
-    """Every knob of the registration; defaults mirror config/config.yaml."""
+    """config['register'], with config['seed'] and the job's thread count."""
 
     seed: int = 42
     threads: int = 1
@@ -72,31 +61,15 @@ class RegistrationSettings:
     qc: QcLimits = field(default_factory=QcLimits)
 
     @classmethod
-    def from_config(cls, section: dict, seed: int, threads: int) -> RegistrationSettings:
-        """Build from config['register'] (lists become tuples, which ANTsPy expects)."""
-        return cls(
-            seed=seed,
-            threads=threads,
-            working_spacing_mm=float(section["working_spacing_mm"]),
-            ct_clip_hu=(float(section["ct_clip_hu"][0]), float(section["ct_clip_hu"][1])),
-            pet_clip_suv=(float(section["pet_clip_suv"][0]), float(section["pet_clip_suv"][1])),
-            rigid=StageSettings.from_config(section["rigid"]),
-            affine=StageSettings.from_config(section["affine"]),
-            qc=QcLimits.from_config(section["qc"]),
-        )
+    def from_config(cls, config: Mapping[str, Any], threads: int = 1) -> RegistrationSettings:
+        """Lists become tuples, which ANTsPy expects."""
+        seed = {"seed": int(config["seed"])} if "seed" in config else {}
+        return from_section(cls, config.get("register"), "register", threads=threads, **seed)
 
     def as_dict(self) -> dict:
-        return {
-            "seed": self.seed,
-            "threads": self.threads,
-            "working_spacing_mm": self.working_spacing_mm,
-            "ct_clip_hu": list(self.ct_clip_hu),
-            "pet_clip_suv": list(self.pet_clip_suv),
-            "initial_transform": "Identity",
-            "metric": "mattes",
-            "rigid": self.rigid.as_dict(),
-            "affine": self.affine.as_dict(),
-        }
+        """What qc.json records: every setting but the QC limits (recorded on their own)."""
+        settings = {k: v for k, v in to_section(self).items() if k != "qc"}
+        return {**settings, "initial_transform": "Identity", "metric": "mattes"}
 
 
 def _import_ants(threads: int, seed: int):

@@ -18,17 +18,13 @@ from abmseg.errors import PatientDataError
 
 @dataclass(frozen=True)
 class QcLimits:
-    """config['register']['qc']; defaults mirror config/config.yaml."""
+    """config['register']['qc'] (built with RegistrationSettings.from_config)."""
 
     min_mutual_information_gain: float = 0.0
     max_centre_displacement_mm: float = 30.0
     max_rotation_deg: float = 10.0
     min_scale: float = 0.95
     max_scale: float = 1.05
-
-    @classmethod
-    def from_config(cls, section: dict) -> QcLimits:
-        return cls(**{key: float(section[key]) for key in asdict(cls())})
 
     def as_dict(self) -> dict:
         return asdict(self)

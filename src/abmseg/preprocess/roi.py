@@ -1,9 +1,16 @@
-"""Otsu body mask, scanner bed removal and the pelvic ROI box, applied alike to every image."""
+"""The crop stage: Otsu body mask, scanner bed removal and the pelvic ROI box, found on the CT
+and applied alike to every image of the patient.
+
+``crop_volumes`` is the in-memory core; ``crop_patient`` (rule crop, ``abmseg crop``) wraps it
+with files, and CT-only prediction (abmseg.infer.ct_only) calls it on the CT alone.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -13,22 +20,24 @@ from skimage.filters import threshold_otsu
 from abmseg.atomic import write_json
 from abmseg.errors import PatientDataError
 from abmseg.io.volume import image_like, read_nifti, write_nifti
+from abmseg.settings import from_section
 
 AIR_HU = -1000.0
+# Fewer voxels above Otsu's threshold than this is no body at all (a blank or phantom-less scan).
+MIN_BODY_VOXELS = 1000
+INDEX_CONVENTION = "half-open [start, stop) voxel index ranges on the converted CT grid"
 
 
 @dataclass(frozen=True)
 class CropSettings:
+    """config['crop']."""
+
     margin_mm: tuple[float, float, float] = (10.0, 10.0, 0.0)  # x, y, z
     clear_outside_body: bool = True
-    min_body_voxels: int = 1000
 
     @classmethod
-    def from_config(cls, section: dict) -> CropSettings:
-        return cls(
-            margin_mm=tuple(float(v) for v in section["margin_mm"]),
-            clear_outside_body=bool(section["clear_outside_body"]),
-        )
+    def from_config(cls, config: Mapping[str, Any]) -> CropSettings:
+        return from_section(cls, config.get("crop"), "crop")
 
 
 def body_mask(hu: np.ndarray) -> tuple[np.ndarray, float]:
@@ -79,7 +88,7 @@ def body_box(
 
     From the CT alone, so patients without PET (CT-only prediction) are cropped the same way."""
     mask, threshold = body_mask(hu)
-    if mask.sum() < settings.min_body_voxels:
+    if mask.sum() < MIN_BODY_VOXELS:
         raise PatientDataError(
             patient,
             ct_path,
@@ -93,6 +102,53 @@ def crop_image(image: sitk.Image, box: dict[str, list[int]]) -> sitk.Image:
     """Cut the box out of an image; SimpleITK slicing keeps the world geometry exact."""
     (x0, x1), (y0, y1), (z0, z1) = box["x"], box["y"], box["z"]
     return image[x0:x1, y0:y1, z0:z1]
+
+
+@dataclass(frozen=True)
+class Cropped:
+    """The crop core's result: every image cut to the box (bed cleared), and how it was found."""
+
+    images: dict[str, sitk.Image]
+    box: dict[str, list[int]]
+    otsu_threshold_hu: float
+    body_voxels: int
+
+    def summary(self, patient: str | None, ct: sitk.Image) -> dict[str, Any]:
+        """The ROI record shared by roi.json (rule crop) and prediction.json (CT-only)."""
+        return {
+            "patient_id": patient,
+            "box_ct_index": self.box,
+            "index_convention": INDEX_CONVENTION,
+            "ct_size_xyz": list(ct.GetSize()),
+            "cropped_size_xyz": list(self.images["ct"].GetSize()),
+            "otsu_threshold_hu": round(self.otsu_threshold_hu, 2),
+            "body_voxels": self.body_voxels,
+        }
+
+
+def crop_volumes(
+    ct: sitk.Image,
+    settings: CropSettings,
+    pet: sitk.Image | None = None,
+    label: sitk.Image | None = None,
+    patient: str | None = None,
+    ct_path: str | Path = "the CT",
+) -> Cropped:
+    """The crop core: the body and its box from the CT (in HU) alone; CT and PET (when given)
+    cleared outside the body as the settings say, then every image cut to the box."""
+    hu = sitk.GetArrayFromImage(ct)
+    mask, threshold, box = body_box(hu, ct.GetSpacing(), settings, patient, ct_path)
+    arrays = {"ct": (hu, ct, AIR_HU)}
+    if pet is not None:
+        arrays["pet"] = (sitk.GetArrayFromImage(pet), pet, 0)
+    images = {}
+    for name, (array, source, fill) in arrays.items():
+        if settings.clear_outside_body:
+            array = np.where(mask, array, np.asarray(fill, dtype=array.dtype))
+        images[name] = crop_image(image_like(array, source), box)
+    if label is not None:
+        images["label"] = crop_image(label, box)
+    return Cropped(images, box, threshold, int(mask.sum()))
 
 
 def crop_patient(
@@ -118,34 +174,18 @@ def crop_patient(
                 f"{name} is not on the CT grid ({other.GetSize()} vs {ct.GetSize()})",
                 "delete the registered and converted outputs of this patient and rerun",
             )
-    hu = sitk.GetArrayFromImage(ct)
-    mask, threshold, box = body_box(hu, ct.GetSpacing(), settings, patient, ct_path)
-    arrays = {"ct": hu, "pet": sitk.GetArrayFromImage(pet)}
-    if settings.clear_outside_body:
-        arrays["ct"] = np.where(mask, hu, np.asarray(AIR_HU, dtype=hu.dtype))
-        arrays["pet"] = np.where(mask, arrays["pet"], np.asarray(0, dtype=arrays["pet"].dtype))
-    cleared = {}
-    for name, source in (("ct", ct), ("pet", pet)):
-        cleared[name] = crop_image(image_like(arrays[name], source), box)
-    label_cropped = crop_image(label, box)
-    label_array = sitk.GetArrayViewFromImage(label)
-    lost = int(np.count_nonzero(label_array)) - int(
-        np.count_nonzero(sitk.GetArrayViewFromImage(label_cropped))
+    cropped = crop_volumes(ct, settings, pet, label, patient, ct_path)
+    lost = int(np.count_nonzero(sitk.GetArrayViewFromImage(label))) - int(
+        np.count_nonzero(sitk.GetArrayViewFromImage(cropped.images["label"]))
     )
     roi = {
-        "patient_id": patient,
-        "box_ct_index": box,
-        "index_convention": "half-open [start, stop) voxel index ranges on the converted CT grid",
-        "ct_size_xyz": list(ct.GetSize()),
-        "cropped_size_xyz": list(cleared["ct"].GetSize()),
-        "otsu_threshold_hu": round(threshold, 2),
-        "body_voxels": int(mask.sum()),
+        **cropped.summary(patient, ct),
         "label_voxels_outside_box": lost,
         "margin_mm": list(settings.margin_mm),
         "cleared_outside_body": settings.clear_outside_body,
     }
-    write_nifti(cleared["ct"], out_ct)
-    write_nifti(cleared["pet"], out_pet)
-    write_nifti(label_cropped, out_label)
+    write_nifti(cropped.images["ct"], out_ct)
+    write_nifti(cropped.images["pet"], out_pet)
+    write_nifti(cropped.images["label"], out_label)
     write_json(out_roi, roi)
     return roi

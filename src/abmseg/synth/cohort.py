@@ -283,8 +283,8 @@ LABEL_FILES = {"nifti": "label.nii.gz", "rtstruct": "label.dcm"}
 
 def label_as_rtstruct(folder: Path, patient: str) -> None:
     """Replace folder/label.nii.gz by label.dcm, an RTSTRUCT of the patient's CT series."""
-    from abmseg.io.convert import DEFAULT_REGIONS
     from abmseg.io.dicom_series import read_series
+    from abmseg.regions import DEFAULT_REGIONS
     from abmseg.rt.rtstruct import write_rtstruct
 
     label = sitk.ReadImage(str(folder / "label.nii.gz"))

@@ -557,8 +557,10 @@ def read_patient(
 ) -> PatientVolumes:
     """One patient's volumes on the CT grid, read as the pipeline reads them (CT in HU, PET in
     SUVbw from its DICOM tags, label through the converter's checks)."""
-    from abmseg.io.convert import DEFAULT_REGIONS, convert_ct, convert_pet, label_on_ct_grid
+    from abmseg.io.convert import convert_ct, convert_pet
     from abmseg.io.jsonfile import read_json
+    from abmseg.preprocess.convert import label_on_ct_grid
+    from abmseg.regions import DEFAULT_REGIONS
 
     folder = cohort / patient
     truth = read_json(folder / "truth.json", patient, keys=("motion",))

@@ -5,9 +5,10 @@
     python -m abmseg.train.cli --stage 2 --variant full ... --init results/.../stage1/model.pt
 
 ``--config`` is the workflow's whole config dict (JSON, or YAML); ``--patients`` a TSV with
-columns ``patient_id`` and ``folder`` (the normalised ct/pet/label.nii.gz). With ``--gpus N``
-> 1 outside torchrun the command runs
-``python -m torch.distributed.run --standalone --nproc_per_node N -m abmseg.train.cli ...``
+columns ``patient_id`` and ``folder`` (the normalised ct/pet/label.nii.gz). The CLI builds a
+``TrainJob`` and hands it to :func:`launch`, as rules train_stage1/2 do: with ``--gpus N`` > 1
+that writes the job to ``OUT/job.json`` and runs
+``python -m torch.distributed.run --standalone --nproc_per_node N -m abmseg.train.cli --job ...``
 as a child (one process per GPU; on a CPU-only machine N gloo processes), forwards SIGTERM/SIGINT
 to it and returns its exit status. Rerunning the same command after a crash resumes from
 ``OUT/checkpoints``. Messages go through ``logging`` (configured to stderr at INFO unless the
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import logging
 import signal
@@ -26,27 +28,30 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
-
+from abmseg.atomic import write_json
+from abmseg.errors import ConfigError, UserError
+from abmseg.settings import read_config as read_workflow_config
 from abmseg.train.distributed import BACKENDS, launched_by_torchrun
 from abmseg.train.variants import VARIANTS
 
+if TYPE_CHECKING:
+    from abmseg.train.engine import TrainJob
+
 TORCHRUN_MODULE = "torch.distributed.run"
+JOB_FILE = "job.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="abmseg train", description="Train one stage of one ablation variant (resumable)."
     )
-    parser.add_argument("--stage", type=int, choices=(1, 2), required=True)
-    parser.add_argument("--variant", choices=list(VARIANTS), required=True)
-    parser.add_argument("--config", type=Path, required=True, help="whole config (JSON or YAML)")
-    parser.add_argument(
-        "--patients", type=Path, required=True, help="TSV: patient_id, folder (normalised images)"
-    )
-    parser.add_argument("--out", type=Path, required=True, help="output folder of this stage")
+    parser.add_argument("--stage", type=int, choices=(1, 2))
+    parser.add_argument("--variant", choices=list(VARIANTS))
+    parser.add_argument("--config", type=Path, help="whole config (JSON or YAML)")
+    parser.add_argument("--patients", type=Path, help="TSV: patient_id, folder (normalised images)")
+    parser.add_argument("--out", type=Path, help="output folder of this stage")
     parser.add_argument("--init", type=Path, help="stage 2: the stage-1 model.pt")
     parser.add_argument(
         "--gpus",
@@ -55,16 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes (one per GPU); 0 = CPU only; > 1 launches torchrun (default 1)",
     )
     parser.add_argument("--backend", choices=BACKENDS, help="DDP backend (default: nccl on GPU)")
+    parser.add_argument(
+        "--job", type=Path, help="a job.json written by launch() (each torchrun process reads it)"
+    )
     return parser
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    """The config dict from JSON (``.json``) or YAML."""
-    text = Path(path).read_text()
-    config = json.loads(text) if Path(path).suffix == ".json" else yaml.safe_load(text)
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: expected a mapping of config sections")
-    return config
+    """The config dict from JSON or YAML (JSON is YAML)."""
+    return read_workflow_config(path)
 
 
 def read_patients(path: Path) -> list[tuple[str, Path]]:
@@ -74,7 +78,10 @@ def read_patients(path: Path) -> list[tuple[str, Path]]:
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     if not rows or not {"patient_id", "folder"} <= set(rows[0]):
-        raise ValueError(f"{path}: needs a header with columns patient_id and folder, and rows")
+        raise ConfigError(
+            f"{path} has no header with columns patient_id and folder, or no rows",
+            "write a TSV with those two columns and one row per training patient",
+        )
     patients = []
     for row in rows:
         folder = Path(row["folder"])
@@ -122,39 +129,99 @@ def configure_logging() -> None:
         )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse, relaunch under torchrun when ``--gpus`` > 1, else train in this process."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    if args.stage == 2 and args.init is None:
-        raise SystemExit("abmseg train: stage 2 needs --init STAGE1/model.pt")
-    if args.gpus > 1 and not launched_by_torchrun():
-        import torch
+def job_to_json(job: TrainJob) -> dict[str, Any]:
+    """A TrainJob as plain JSON: what each torchrun process reads back (``--job``)."""
+    return {
+        "stage": job.stage,
+        "variant": job.variant,
+        "settings": job.settings.to_dict(),
+        "patients": [[patient, str(folder)] for patient, folder in job.patients],
+        "out": str(job.out),
+        "init": str(job.init) if job.init else None,
+        "device": job.device,
+        "backend": job.backend,
+    }
 
-        if torch.cuda.is_available() and torch.cuda.device_count() < args.gpus:
-            raise SystemExit(
-                f"abmseg train: --gpus {args.gpus} but only {torch.cuda.device_count()} visible"
-            )
-        sys.stdout.flush()
-        sys.stderr.flush()
-        return run_forwarding_signals(torchrun_command(args.gpus, argv))
 
-    configure_logging()
-    from abmseg.train.engine import TrainJob, run_training
+def job_from_json(data: dict[str, Any]) -> TrainJob:
     from abmseg.train.settings import TrainSettings
 
-    job = TrainJob(
+    return TrainJob(
+        stage=int(data["stage"]),
+        variant=data["variant"],
+        settings=TrainSettings.from_dict(data["settings"]),
+        patients=[(patient, Path(folder)) for patient, folder in data["patients"]],
+        out=Path(data["out"]),
+        init=Path(data["init"]) if data["init"] else None,
+        device=data["device"],
+        backend=data["backend"],
+    )
+
+
+def launch(job: TrainJob, gpus: int) -> int:
+    """Train ``job`` with one process per GPU; returns the exit status.
+
+    0 GPUs trains on the CPU and 1 on the GPU, in this process. More start torchrun, whose
+    processes read the job from ``OUT/job.json``: it stays beside the model as the run's own
+    description, so no temporary file or second argument parser sits between a caller and the
+    training (rules train_stage1/2 and ``abmseg train`` both come here).
+    """
+    from abmseg.train.engine import run_training
+
+    if gpus > 1 and not launched_by_torchrun():
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.device_count() < gpus:
+            raise ConfigError(
+                f"{gpus} GPUs asked for but only {torch.cuda.device_count()} visible",
+                "lower the GPU count (config gpu.train.count, or --gpus)",
+            )
+        job_file = Path(job.out) / JOB_FILE
+        write_json(job_file, job_to_json(job))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        return run_forwarding_signals(torchrun_command(gpus, ["--job", str(job_file)]))
+    configure_logging()
+    run_training(dataclasses.replace(job, device="cpu") if gpus == 0 else job)
+    return 0
+
+
+def job_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> TrainJob:
+    from abmseg.train.settings import TrainSettings
+
+    missing = [f"--{name}" for name in ("stage", "variant", "config", "patients", "out")
+               if getattr(args, name) is None]  # fmt: skip
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
+    if args.stage == 2 and args.init is None:
+        parser.error("stage 2 needs --init STAGE1/model.pt")
+    return TrainJob(
         stage=args.stage,
         variant=args.variant,
         settings=TrainSettings.from_config(read_config(args.config)),
         patients=read_patients(args.patients),
         out=args.out,
         init=args.init,
-        device="cpu" if args.gpus == 0 else None,
         backend=args.backend,
     )
-    run_training(job)
-    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, then :func:`launch` the job (``--job``: this is one torchrun process)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.job is not None:
+            configure_logging()
+            from abmseg.train.engine import run_training
+
+            run_training(job_from_json(json.loads(args.job.read_text())))
+            return 0
+        return launch(job_from_args(args, parser), args.gpus)
+    except UserError as error:  # one line, no traceback (a traceback is for bugs)
+        print(f"abmseg train: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from abmseg.errors import ConfigError, DivergedError
 from abmseg.models.cyclegan_losses import CycleGANLoss
 from abmseg.models.diffusion.losses import frozen_feature_extractor
 from abmseg.models.seg_losses import SegmentationLoss
@@ -253,9 +254,10 @@ class Trainer:
         )
         batches = len(loader)
         if batches == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"{len(dataset)} training slices give no full batch of {s.batch_size} per rank "
-                f"on {env.world_size} rank(s). Fix: add training patients or lower batch_size"
+                f"on {env.world_size} rank(s)",
+                "add training patients or lower batch_size",
             )
         if s.max_slices_per_epoch is not None:
             cap = s.max_slices_per_epoch // (s.batch_size * env.world_size)
@@ -273,7 +275,7 @@ class Trainer:
             problems.append(f"stage {saved.get('stage')} != {self.stage}")
         problems += resume_differences(saved.get("settings", {}), self.settings)
         if problems:
-            raise ValueError(f"{what} does not match this run ({'; '.join(problems)}). Fix: {fix}")
+            raise ConfigError(f"{what} does not match this run ({'; '.join(problems)})", fix)
 
     def _resume(self, checkpoint: dict[str, Any]) -> None:
         """Continue after the checkpoint's epoch with its weights, optimizers, pools, history."""
@@ -322,9 +324,9 @@ class Trainer:
             f"{k} {bundle.get(k)!r} != {v!r}" for k, v in expected.items() if bundle.get(k) != v
         ]
         if wrong:
-            raise ValueError(
-                f"{init} is not the stage-1 model of this run ({'; '.join(wrong)}). Fix: train "
-                f"stage 1 of {self.job.variant!r} with the same training settings first"
+            raise ConfigError(
+                f"{init} is not the stage-1 model of this run ({'; '.join(wrong)})",
+                f"train stage 1 of {self.job.variant!r} with the same training settings first",
             )
         stage1_parts = (*CYCLEGAN_PARTS, "mpfpsn")
         self.nets.load_state(bundle["state"], only=stage1_parts)
@@ -420,7 +422,7 @@ class Trainer:
         means = {k: totals[i] / totals[-1] for i, k in enumerate(keys)}
         bad = [k for k, v in means.items() if not math.isfinite(v)]
         if bad:
-            raise FloatingPointError(
+            raise DivergedError(
                 f"non-finite losses {bad} in stage {self.stage} epoch {epoch} (global "
                 f"{global_epoch}); the last checkpoint is the epoch before. Fix: lower lr, or "
                 "set training.bf16 false on GPU"

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from abmseg.errors import ConfigError
 from abmseg.train.augment import AugmentSettings
 
 # Fields that may change between a checkpoint and its resume without changing the result:
@@ -64,13 +65,19 @@ class TrainSettings:
         known = {f.name for f in fields(cls)} - {"model_preset", "seed"}
         unknown = sorted(set(training) - known)
         if unknown:
-            raise ValueError(f"unknown training settings {unknown}; known: {sorted(known)}")
+            raise ConfigError(
+                f"unknown training settings {unknown}; known: {sorted(known)}",
+                "fix the spelling or remove the key",
+            )
         values: dict[str, Any] = dict(training)
         if "model_preset" in config:
             values["model_preset"] = config["model_preset"]
         if "seed" in config:
             values["seed"] = config["seed"]
-        return cls.from_dict(values)
+        try:
+            return cls.from_dict(values)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"config 'training': {error}", "correct the value") from None
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainSettings:
