@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import SimpleITK as sitk
 import yaml
@@ -163,6 +164,29 @@ def test_pet_shifted_80_mm_fails_qc_and_writes_nothing(converted, tmp_path):
     assert "centre displacement" in message and "> limit 30 mm" in message
     assert f"MI before {record['mutual_information_before']}" in message
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_nearest_neighbour_pet_keeps_the_pet_s_own_suv_values(converted, tmp_path):
+    """register.pet_interpolation: nearestNeighbor writes only SUV values the PET holds (no
+    smoothing of hot spots), linear writes in-between values; both come from the same transform."""
+    source = sitk.GetArrayFromImage(sitk.ReadImage(str(converted["paths"].pet_suv)))
+    written = {}
+    for method in ("nearestNeighbor", "linear"):
+        out = tmp_path / method
+        register_pet_to_ct(
+            converted["paths"].ct,
+            converted["paths"].pet_suv,
+            out / "pet_suv.nii.gz",
+            out / "pet_to_ct.mat",
+            out / "qc.json",
+            short_schedule(pet_interpolation=method),
+            patient="SYN001",
+        )
+        written[method] = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "pet_suv.nii.gz")))
+        assert json.loads((out / "qc.json").read_text())["settings"]["pet_interpolation"] == method
+    assert np.isin(written["nearestNeighbor"], np.append(source.ravel(), 0.0)).all()
+    assert not np.isin(written["linear"], source).all()
+    assert written["nearestNeighbor"].max() <= source.max() + 1e-6
 
 
 class Wildcards(dict):

@@ -56,6 +56,7 @@ class RegistrationSettings:
     working_spacing_mm: float = 4.0
     ct_clip_hu: tuple[float, float] = (-1000.0, 1500.0)
     pet_clip_suv: tuple[float, float] = (0.0, 5.0)
+    pet_interpolation: str = "linear"  # of the written PET only; the QC metric stays linear
     rigid: StageSettings = field(default_factory=StageSettings)
     affine: StageSettings = AFFINE_DEFAULT
     qc: QcLimits = field(default_factory=QcLimits)
@@ -235,9 +236,12 @@ def register_pet_to_ct(
         fixed_full,
         _to_ants(ants, pet_float),
         transformlist=affine["fwdtransforms"],
-        interpolator="linear",
+        interpolator=settings.pet_interpolation,
     )
-    pet_on_ct = image_like(registered.numpy().transpose(2, 1, 0).astype(np.float32), ct)
+    suv = registered.numpy().transpose(2, 1, 0).astype(np.float32)
+    if settings.pet_interpolation != "linear":  # spline and sinc overshoot below SUV 0
+        suv = np.maximum(suv, np.float32(0.0))
+    pet_on_ct = image_like(suv, ct)
     write_nifti(pet_on_ct, out_pet)
     with atomic_path(out_transform) as tmp_out:
         shutil.copyfile(affine["fwdtransforms"][0], tmp_out)
