@@ -1,6 +1,6 @@
 """Rule export_dicom: the predicted ABM as DICOM SEG and RTSTRUCT of the patient's CT series."""
 
-from abmseg.rt.export import export_patient
+from abmseg.rt.export import ExportSettings, export_patient
 from abmseg.step import rule_step
 
 patient = snakemake.wildcards.patient
@@ -9,7 +9,7 @@ with rule_step(snakemake) as log:
         patient,
         snakemake.input.abm_ct,
         snakemake.params.ct_folder,
-        snakemake.params.regions,
+        ExportSettings.from_config(snakemake.params.config).regions,
         snakemake.output.seg,
         snakemake.output.rtstruct,
         made_by=snakemake.params.made_by,

@@ -19,6 +19,7 @@ from abmseg.preprocess.convert import ConvertSettings
 from abmseg.preprocess.normalise import NormaliseSettings
 from abmseg.preprocess.register import AFFINE_DEFAULT, RegistrationSettings, StageSettings
 from abmseg.preprocess.roi import CropSettings
+from abmseg.rt.export import ExportSettings
 from abmseg.settings import STAGE_CONFIG_KEYS, from_section, pick, stage_config, to_section
 from abmseg.train.settings import TrainSettings
 from abmseg.workflow_run import run_snakemake
@@ -37,6 +38,7 @@ BUILDERS = {
     "infer": InferenceSettings.from_config,
     "evaluate": EvaluateSettings.from_config,
     "bundle": BundleSettings.from_config,
+    "export": ExportSettings.from_config,
 }
 DEFAULTS = {
     "convert": ConvertSettings(),
@@ -46,6 +48,7 @@ DEFAULTS = {
     "split": SplitSettings(),
     "infer": InferenceSettings(),
     "evaluate": EvaluateSettings(),
+    "export": ExportSettings(),
 }
 
 
@@ -95,7 +98,7 @@ def test_training_params_leave_the_worker_count_out_without_touching_the_config(
 
 
 def test_every_stage_has_its_config_keys():
-    assert set(BUILDERS) | {"export"} == set(STAGE_CONFIG_KEYS)
+    assert set(BUILDERS) == set(STAGE_CONFIG_KEYS)
 
 
 def test_unknown_keys_are_refused_with_their_section():

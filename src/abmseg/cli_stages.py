@@ -161,10 +161,9 @@ def _bundle(args: argparse.Namespace) -> None:
 
 
 def _export_dicom(args: argparse.Namespace) -> None:
-    from abmseg.preprocess.convert import ConvertSettings
-    from abmseg.rt.export import export_patient
+    from abmseg.rt.export import ExportSettings, export_patient
 
-    regions = ConvertSettings.from_config(load_stage_config(args)).regions
+    regions = ExportSettings.from_config(load_stage_config(args)).regions
     out = Path(args.out)
     voxels = export_patient(
         args.patient, args.abm_ct, args.ct, regions, out / "abm_seg.dcm", out / "abm_rtstruct.dcm"

@@ -47,7 +47,9 @@ MODEL_BUNDLE = f"results/bundles/{VARIANTS[0]}"
 PREDICT_REGIONS = config["regions"]
 if CT_ONLY_PATIENTS and config["model_bundle"]:
     try:
-        MODEL_BUNDLE, bundle_manifest = resolve_configured_bundle(config["model_bundle"])
+        MODEL_BUNDLE, bundle_manifest = resolve_configured_bundle(
+            config["model_bundle"]
+        )
     except UserError as error:
         raise WorkflowError(str(error)) from None
     PREDICT_REGIONS = bundle_manifest["regions"]
@@ -158,7 +160,9 @@ def test_metrics(wildcards):
     """Every test patient's scores, of every variant."""
     require_split()
     return expand(
-        "results/metrics/{variant}/{patient}.json", variant=VARIANTS, patient=TEST_PATIENTS
+        "results/metrics/{variant}/{patient}.json",
+        variant=VARIANTS,
+        patient=TEST_PATIENTS,
     )
 
 
@@ -201,10 +205,12 @@ def dicom_exports():
     )
 
 
-def exported_regions(wildcards):
+def export_config(wildcards):
     """Region table of an export: the bundle's for CT-only patients (a bundle from elsewhere
     may name its regions differently from this config)."""
-    return PREDICT_REGIONS if wildcards.source == "predict" else config["regions"]
+    if wildcards.source == "predict":
+        return {"regions": PREDICT_REGIONS}
+    return stage_config("export")
 
 
 def exported_mask(wildcards):

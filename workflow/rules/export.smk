@@ -20,7 +20,7 @@ rule export_dicom:
         **scheduler_resources("export_dicom"),
     params:
         ct_folder=get_series_folder("ct"),
-        regions=exported_regions,
+        config=export_config,
         made_by=lambda wildcards: (
             "predict" if wildcards.source == "predict" else "infer"
         ),

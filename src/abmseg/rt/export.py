@@ -9,15 +9,31 @@ with the raw DICOM, not with the identity-free results.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 
 from abmseg.io.dicom_series import DicomSeries, read_series
 from abmseg.io.volume import read_nifti
+from abmseg.regions import DEFAULT_REGIONS
 from abmseg.rt.rtstruct import write_rtstruct
 from abmseg.rt.seg import write_dicom_seg
+from abmseg.settings import pick
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """The region table the exported SEG segments and RTSTRUCT ROIs are named after: the run's
+    config['regions'], or a model bundle's for CT-only patients."""
+
+    regions: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_REGIONS))
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ExportSettings:
+        return cls(**pick(config, "regions"))
 
 
 def export_patient(
