@@ -19,7 +19,7 @@ import pytest
 from prov.model import ProvActivity, ProvDocument, ProvEntity, ProvGeneration, ProvUsage
 
 from abmseg.cli import main
-from abmseg.errors import PatientDataError
+from abmseg.errors import ConfigError, DivergedError, PatientDataError, SheetError
 from abmseg.provenance import environment, layout
 from abmseg.provenance.audit import audit
 from abmseg.provenance.export import export_prov
@@ -211,6 +211,35 @@ def test_a_failed_step_writes_no_record_and_drops_the_old_one(tmp_path, monkeypa
         write_outputs(job)
         raise error
     assert list((project / "results" / "provenance").rglob("*.json")) == []
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        PatientDataError("P1", "x.nii.gz", "unreadable", "rerun convert"),
+        ConfigError("config 'crop' has unknown key(s) ['margn_mm']", "fix the spelling"),
+        SheetError("patient sheet x.tsv: row 3 has 2 columns"),
+        DivergedError("non-finite losses ['seg'] in stage 1 epoch 3. Fix: lower lr"),
+    ],
+    ids=["patient-data", "config", "sheet", "diverged"],
+)
+def test_any_user_error_ends_the_job_in_one_line_without_a_record(
+    error, tmp_path, monkeypatch, capsys
+):
+    """Whatever stage raised it, a user error is one log line and exit 1: no traceback, no
+    provenance record of a job that did not finish."""
+    project = tmp_path / "work"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    job = fake_job(project)
+    with pytest.raises(SystemExit) as ended, rule_step(job):
+        raise error
+    assert ended.value.code == 1
+    log = (project / "logs" / "crop" / "P1.log").read_text()
+    failure = [line for line in log.splitlines() if " ERROR " in line]
+    assert len(failure) == 1 and str(error) in failure[0]
+    assert "Traceback" not in log + capsys.readouterr().err
+    assert not (project / "results" / "provenance").exists()
 
 
 def test_rule_step_reads_snakemakes_own_containers(tmp_path, monkeypatch):
