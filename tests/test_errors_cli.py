@@ -43,7 +43,7 @@ def test_cli_split_writes_the_split_file(tmp_path, capsys):
     rows = [(f"P{i:03d}", "") for i in range(12)] + [("P100", "test"), ("P101", "train")]
     sheet = _sheet(tmp_path, rows)
     out = tmp_path / "results" / "split.tsv"
-    assert main(["split", str(sheet), "--out", str(out), "--salt", "s1"]) == 0
+    assert main(["split", str(sheet), "--out", str(out), "--set", "split.salt=s1"]) == 0
     table = pd.read_csv(out, sep="\t", dtype=str)
     assert list(table.columns) == ["patient_id", "subset"]
     assert list(table.patient_id) == [pid for pid, _ in rows]
@@ -52,11 +52,24 @@ def test_cli_split_writes_the_split_file(tmp_path, capsys):
     assert str(out) in capsys.readouterr().out
 
 
-def test_cli_split_defaults():
+def test_cli_split_defaults_are_the_settings_defaults(tmp_path):
+    """No default is re-declared as a flag: without --config the command uses SplitSettings()."""
     args = build_parser().parse_args(["split", "patients.tsv"])
-    assert args.train_fraction == 0.7
-    assert args.salt == "abmseg-split-v1"
-    assert args.out == "split.tsv"
+    assert args.out == "split.tsv" and args.config is None and args.set == []
+    rows = [(f"P{i:03d}", "") for i in range(20)]
+    out = tmp_path / "split.tsv"
+    assert main(["split", str(_sheet(tmp_path, rows)), "--out", str(out)]) == 0
+    table = pd.read_csv(out, sep="\t", dtype=str)
+    expected = assign_split([pid for pid, _ in rows], 0.7, "abmseg-split-v1")
+    assert dict(zip(table.patient_id, table.subset, strict=True)) == expected
+
+
+def test_cli_refuses_an_unknown_setting_in_one_line(tmp_path, capsys):
+    sheet = _sheet(tmp_path, [("P000", "")])
+    assert main(["split", str(sheet), "--set", "split.sallt=x"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("abmseg: error: config 'split' has unknown key(s) ['sallt']")
+    assert "Traceback" not in err
 
 
 def test_cli_version_exits_zero(capsys):
