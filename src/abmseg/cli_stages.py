@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from abmseg.errors import ConfigError, PatientDataError
+from abmseg.errors import ConfigError, PatientDataError, UserError
 from abmseg.settings import read_config
 
 
@@ -144,16 +144,20 @@ def _aggregate(args: argparse.Namespace) -> None:
 
 
 def _bundle(args: argparse.Namespace) -> None:
-    from abmseg.infer.model_bundle import BundleSettings, write_model_bundle
+    from abmseg.infer.model_bundle import BundleSettings, read_training_record, write_model_bundle
 
     settings = BundleSettings.from_config(load_stage_config(args))
+    try:  # a model.pt of a pipeline run carries its training job's record
+        provenance = read_training_record(args.model)
+    except (ValueError, UserError):
+        provenance = None
     manifest = write_model_bundle(
         args.out,
         args.model,
         preprocessing=settings.preprocessing,
         sampler=settings.sampler,
         regions=settings.regions,
-        provenance=None,
+        provenance=provenance,
     )
     print(
         f"wrote bundle {args.out}: {manifest['variant']}, networks {sorted(manifest['networks'])}"
