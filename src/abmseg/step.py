@@ -4,7 +4,8 @@ and leave a provenance record of every output when the step succeeds.
 A UserError (bad patient data, a setting that cannot be used) ends the job with one line that
 names the problem and the fix (in the log and on stderr) instead of a library stack trace;
 Snakemake then removes the job's outputs and, with --keep-going, carries on with the other
-patients. A failed step writes no record, so no result is ever described by a record of a job that did not finish.
+patients. A failed step writes no record, so no result is ever described by a record of a job
+that did not finish.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""CycleGAN (METHOD.md stage 1): structure, shapes, losses, image pool, gradients, overfitting."""
+"""CycleGAN (docs/method.md, "CycleGAN"): structure, shapes, losses, image pool, gradients,
+overfitting."""
 
 from __future__ import annotations
 

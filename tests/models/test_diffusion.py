@@ -1,4 +1,5 @@
-"""Conditional diffusion refiner (METHOD.md stage 2): schedule, denoiser, weights, samplers."""
+"""Conditional diffusion refiner (docs/method.md, "Stage 2: conditional diffusion refiner"):
+schedule, denoiser, weights, samplers."""
 
 from __future__ import annotations
 

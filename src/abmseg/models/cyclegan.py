@@ -1,5 +1,6 @@
-"""CycleGAN for CT <-> PET translation (stage 1 of METHOD.md): ResNet generators, multi-scale
-spectrally normalised PatchGAN discriminators, and a container holding the four networks.
+"""CycleGAN for CT <-> PET translation (docs/method.md, "CycleGAN"): ResNet generators,
+multi-scale spectrally normalised PatchGAN discriminators, and a container holding the four
+networks.
 
 Sizes come from ``config/models/cyclegan.yaml`` (sections ``generator``, ``discriminator``,
 ``loss``); the losses live in :mod:`abmseg.models.cyclegan_losses`.
@@ -144,7 +145,7 @@ class ResnetGenerator(nn.Module):
 
 class PatchDiscriminator(nn.Module):
     """PatchGAN: 4x4 convs (``n_layers`` of stride 2, then one of stride 1), LeakyReLU(0.2),
-    one-channel patch logits; spectral norm on every conv instead of batch norm (METHOD.md).
+    one-channel patch logits; spectral norm on every conv instead of batch norm (the paper).
 
     Padding is ceil((k - 1) / 2) = 2, as in pix2pixHD, so that the 1/4-scale input of small
     images still yields patch logits.

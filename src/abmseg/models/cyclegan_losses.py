@@ -1,4 +1,4 @@
-"""CycleGAN objectives (METHOD.md stage 1): adversarial, cycle and optional identity terms.
+"""CycleGAN objectives (docs/method.md, "Losses"): adversarial, cycle and optional identity terms.
 
 Generator objective:
     L_GAN(G_ct2pet, D_pet) + L_GAN(G_pet2ct, D_ct)

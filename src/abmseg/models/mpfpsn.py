@@ -1,5 +1,8 @@
 """MP-FPSN: multi-scale progressive feature-pyramid fusion segmentation network (stage 3).
 
+The third network of the paper's cascade, trained from training stage 1 on (docs/method.md,
+"MP-FPSN").
+
 Two encoders of the same architecture (CT and synthetic PET, separate weights) give features at
 1/2, 1/4, 1/8 and 1/16 of the input. Per scale and per modality a 1x1 conv aligns widths; the
 pyramid is then fused from coarse to fine::

@@ -1,4 +1,5 @@
-"""Training augmentation of METHOD.md (rotation +-10 deg, horizontal flip, intensity jitter).
+"""Training augmentation of the paper: rotation +-10 deg, horizontal flip, intensity jitter
+(docs/method.md, "Training schedule and augmentation").
 
 Every random number comes from a ``torch.Generator`` the caller seeds per item (see
 ``derive_seed``), never from a global RNG: an epoch's augmentations then depend only on

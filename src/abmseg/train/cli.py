@@ -144,6 +144,7 @@ def job_to_json(job: TrainJob) -> dict[str, Any]:
 
 
 def job_from_json(data: dict[str, Any]) -> TrainJob:
+    from abmseg.train.engine import TrainJob
     from abmseg.train.settings import TrainSettings
 
     return TrainJob(
@@ -187,6 +188,7 @@ def launch(job: TrainJob, gpus: int) -> int:
 
 
 def job_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> TrainJob:
+    from abmseg.train.engine import TrainJob
     from abmseg.train.settings import TrainSettings
 
     missing = [f"--{name}" for name in ("stage", "variant", "config", "patients", "out")

@@ -1,6 +1,6 @@
 """One optimisation step of stage 1: CycleGAN + MP-FPSN (or MP-FPSN alone for ``ct_only``).
 
-Per batch (METHOD.md "Stage 1: CycleGAN + MP-FPSN trained jointly"):
+Per batch (docs/method.md, "Stage 1: CycleGAN + MP-FPSN", "Training schedule and augmentation"):
 
 1. Generator step. Discriminators frozen; ``images = CycleGAN(ct, pet)``;
    ``loss = generator_objective(...)["total"] + Dice+CE(MP-FPSN(ct, fake_pet), label)`` with

@@ -1,4 +1,6 @@
-"""Conditional diffusion refiner of the CycleGAN pseudo-PET (METHOD.md stage 2).
+"""Conditional diffusion refiner of the CycleGAN pseudo-PET.
+
+See docs/method.md, "Stage 2: conditional diffusion refiner".
 
 Small modules: :mod:`.schedule` (q(x_t | x_0)), :mod:`.unet` + :mod:`.attention` (eps_theta with
 bidirectional CT <-> PET cross-attention), :mod:`.weighting` (Table 4 CT-weight strategies),

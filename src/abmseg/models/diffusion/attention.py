@@ -1,4 +1,6 @@
-"""Bidirectional CT <-> noisy-PET cross-attention at the denoiser's bottleneck (METHOD.md stage 2).
+"""Bidirectional CT <-> noisy-PET cross-attention at the denoiser's bottleneck.
+
+See docs/method.md, "Denoiser and bidirectional cross-attention".
 
 Two multi-head cross-attentions over the flattened bottleneck tokens:
 

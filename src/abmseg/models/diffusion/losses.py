@@ -1,4 +1,4 @@
-"""L_diff = ||eps - eps_theta(x_t, t, c)||^2 + 0.1 L_perceptual (METHOD.md stage 2).
+"""L_diff = ||eps - eps_theta(x_t, t, c)||^2 + 0.1 L_perceptual (docs/method.md, "Losses").
 
 ``L_perceptual = sum_l ||phi_l(x0_hat) - phi_l(x0)||^2 / (C_l H_l W_l)`` with x0_hat rebuilt from
 the predicted noise. The feature network phi is frozen and pluggable: any callable mapping a

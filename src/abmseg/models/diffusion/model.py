@@ -82,7 +82,10 @@ def _mean_sq(a: Tensor, b: Tensor) -> Tensor:
 
 
 class ConditionalDiffusion(nn.Module):
-    """CT-conditioned DDPM refining the CycleGAN pseudo-PET (METHOD.md stage 2)."""
+    """CT-conditioned DDPM refining the CycleGAN pseudo-PET.
+
+    See docs/method.md, "Stage 2: conditional diffusion refiner".
+    """
 
     def __init__(
         self,

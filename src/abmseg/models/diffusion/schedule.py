@@ -1,4 +1,6 @@
-"""Forward-process noise schedule q(x_t | x_0) of the diffusion refiner (METHOD.md stage 2).
+"""Forward-process noise schedule q(x_t | x_0) of the diffusion refiner.
+
+See docs/method.md, "Forward process and schedule".
 
 Timesteps are 0-indexed: ``t = 0`` is the paper's first noising step i = 1 and ``t = T - 1`` the
 last, so ``alpha_bar[t] = prod_{i <= t} (1 - beta_i)``. The tables are kept in float64 (products of

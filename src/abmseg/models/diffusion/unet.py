@@ -1,4 +1,6 @@
-"""CT-conditioned noise predictor eps_theta(x_t, t, c) of the diffusion refiner (METHOD.md stage 2).
+"""CT-conditioned noise predictor eps_theta(x_t, t, c) of the diffusion refiner.
+
+See docs/method.md, "Denoiser and bidirectional cross-attention".
 
 A U-Net over the noisy PET (conv + pooling encoder, up-sampling + skip decoder) whose residual
 blocks receive a sinusoidal time embedding through an MLP, and a separate CT encoder with the same

@@ -1,4 +1,6 @@
-"""Adaptive weight of CT guidance vs the previous denoising result (METHOD.md stage 2, Table 4).
+"""Adaptive weight of CT guidance vs the previous denoising result (the paper's Table 4).
+
+See docs/method.md, "Adaptive CT weighting" and "Reference results (the paper's tables)".
 
 The method: ``W_CT = W0 exp(-lambda step)``, ``W_prev = 1 - W_CT``,
 ``alpha = 1 + beta eps_denoise``, ``W_final = W alpha``. Table 4 compares it with other
