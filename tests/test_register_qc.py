@@ -219,7 +219,7 @@ def test_rule_script_keeps_the_figures_in_the_log_folder(converted, tmp_path, mo
         input=SimpleNamespace(ct=str(converted["paths"].ct), pet=str(converted["paths"].pet_suv)),
         output=SimpleNamespace(**output),
         log=["logs/register/SYN001.log"],
-        params=SimpleNamespace(settings=settings, seed=42),
+        params=SimpleNamespace(config={"seed": 42, "register": settings}),
         threads=2,
         config=config,
     )
