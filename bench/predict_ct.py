@@ -26,9 +26,10 @@ from pathlib import Path
 import torch
 
 from abmseg.infer.model_bundle import write_model_bundle
+from abmseg.models.trained_model import trained_model_content, write_trained_model
 from abmseg.synth import generate_cohort
-from abmseg.train.networks import Networks, make_bundle, variant_presets, write_bundle
-from abmseg.train.variants import get_variant
+from abmseg.train.networks import Networks, variant_presets
+from abmseg.variants import get_variant
 
 REGIONS = {"lumbosacral_spine": 1, "ilium": 2, "lower_pelvis": 3}
 PREPROCESSING = {
@@ -44,9 +45,9 @@ def untrained_bundle(folder: Path, model_preset: str, size: int, steps: int, bat
     torch.manual_seed(0)
     nets = Networks.build(presets)
     settings = {"model_preset": model_preset, "image_size": size}
-    model = make_bundle("full", 2, settings, presets, nets, ["BENCH"], 0, 0, [])
+    model = trained_model_content("full", 2, settings, presets, nets.state(), ["BENCH"], 0, 0, [])
     model_pt = folder / "model.pt"
-    write_bundle(model_pt, model)
+    write_trained_model(model_pt, model)
     sampler = {"sampler": "ddim", "steps": steps, "start_step": None, "batch_size": batch}
     bundle = folder / f"bundle_ddim{steps}"
     write_model_bundle(

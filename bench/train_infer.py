@@ -25,7 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from abmseg.infer.predict import InferenceSettings, Networks, predict_batch
+from abmseg.infer.predict import InferenceNetworks, InferenceSettings, predict_batch
 from abmseg.models.cyclegan import ResnetGenerator
 from abmseg.models.diffusion import ConditionalDiffusion
 from abmseg.models.mpfpsn import MPFPSN
@@ -112,7 +112,7 @@ def inference_times(args: argparse.Namespace) -> dict[str, float]:
         "denoiser_step": timed(lambda: diffusion.predict_eps(ct, t, features), args.reps),
         "mpfpsn": timed(lambda: seg(ct, ct), args.reps),
     }
-    networks = Networks(mpfpsn=seg, image_size=args.size, g_ct2pet=g, diffusion=diffusion)
+    networks = InferenceNetworks(mpfpsn=seg, image_size=args.size, g_ct2pet=g, diffusion=diffusion)
     check = InferenceSettings(sampler="ddim", steps=args.check_steps, batch_size=args.infer_batch)
     generator = torch.Generator(device=device).manual_seed(0)
     _sync()

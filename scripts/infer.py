@@ -1,6 +1,6 @@
 """Rule infer: CT -> pseudo-PET -> diffusion sPET -> MP-FPSN ABM for one test patient."""
 
-from abmseg.infer.bundle import load_networks
+from abmseg.infer.networks import load_networks
 from abmseg.infer.patient import PredictionPaths, Predictor, infer_patient, read_roi_box
 from abmseg.infer.predict import InferenceSettings
 from abmseg.preprocess.normalise import NormaliseSettings

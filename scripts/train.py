@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from abmseg.infer.bundle import read_bundle_checked
+from abmseg.infer.networks import read_trained_model_checked
 from abmseg.settings import pick
 from abmseg.step import rule_step
 from abmseg.train.cli import JOB_FILE, launch
@@ -27,7 +27,7 @@ with rule_step(
     key = run_key(variant, stage, snakemake.params.config, list(folders), snakemake.input)
     claim_checkpoints(out / "checkpoints", key)
     if stage == 2:  # a damaged stage-1 model: one line naming it and train_stage1, no traceback
-        read_bundle_checked(snakemake.input.init, made_by="train_stage1")
+        read_trained_model_checked(snakemake.input.init, made_by="train_stage1")
     # workers changes no result: it comes from the config, not from params (no rerun for it).
     config = snakemake.params.config
     config["training"] = {

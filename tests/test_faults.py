@@ -34,7 +34,7 @@ from conftest import FAST, REPO, run_folders
 
 from abmseg.errors import PatientDataError
 from abmseg.evaluate.aggregate import aggregate_files
-from abmseg.infer.bundle import bundle_maker, load_networks, read_bundle_checked
+from abmseg.infer.networks import load_networks, model_maker, read_trained_model_checked
 from abmseg.infer.patient import read_roi_box
 from abmseg.io.jsonfile import read_json
 from abmseg.io.volume import read_nifti, write_nifti
@@ -128,21 +128,21 @@ def test_aggregate_names_a_damaged_metrics_file(tmp_path):
 
 
 @pytest.mark.parametrize("content", [b"", b"\x80\x02garbage", None])
-def test_damaged_model_bundle_names_the_training_rule(tmp_path, content):
+def test_damaged_trained_model_names_the_training_rule(tmp_path, content):
     path = tmp_path / "models" / "full" / "stage2" / "model.pt"
     path.parent.mkdir(parents=True)
-    if content is None:  # a valid torch file that is not a bundle
+    if content is None:  # a valid torch file that is not a trained model
         torch.save({"weights": torch.zeros(2)}, path)
     else:
         path.write_bytes(content)
     with pytest.raises(PatientDataError) as info:
         load_networks(path, patient="P1")
     message = str(info.value)
-    assert message.startswith(f"patient P1 ({path}): cannot load this model bundle")
+    assert message.startswith(f"patient P1 ({path}): cannot load this trained model")
     assert "rerun the rule 'train_stage2'" in message and "Traceback" not in message
     with pytest.raises(PatientDataError, match="rerun the rule 'train_stage1'"):
-        read_bundle_checked(path, made_by="train_stage1")
-    assert bundle_maker(path) == "train_stage2"
+        read_trained_model_checked(path, made_by="train_stage1")
+    assert model_maker(path) == "train_stage2"
 
 
 def test_unloadable_checkpoints_are_a_patient_data_error(tmp_path):
@@ -519,7 +519,7 @@ def assert_one_clear_line(result, log: Path, file: str, maker: str, rule: str) -
 
 @pytest.mark.slow
 def test_damaged_intermediates_fail_with_the_file_and_its_maker(recovered):
-    """Truncated NIfTI and JSON intermediates and a model bundle that does not load, each read by
+    """Truncated NIfTI and JSON intermediates and a trained model (model.pt) that does not load, each read by
     a later rule: that job fails with one line naming the file and the rule that makes it.
     (A damaged metrics JSON read by aggregate is tested in-process above: any rerun upstream of
     aggregate, as these damaged files cause, holds aggregate back.)"""
@@ -555,7 +555,7 @@ def test_damaged_intermediates_fail_with_the_file_and_its_maker(recovered):
             "normalise",
         ),
     ]
-    # A model bundle that does not load (both test patients) and a truncated roi.json (second
+    # A model.pt that does not load (both test patients) and a truncated roi.json (second
     # test patient; infer reads the patient's small inputs before the model).
     model = f"results/models/{VARIANT}/stage2/model.pt"
     roi = f"results/cropped/{test[1]}/roi.json"

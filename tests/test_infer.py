@@ -11,7 +11,12 @@ import torch
 
 from abmseg.cli import main
 from abmseg.infer.patient import PredictionPaths, Predictor, infer_patient, spet_to_suv
-from abmseg.infer.predict import InferenceSettings, Networks, paste_into_ct_grid, predict_volume
+from abmseg.infer.predict import (
+    InferenceNetworks,
+    InferenceSettings,
+    paste_into_ct_grid,
+    predict_volume,
+)
 from abmseg.models.cyclegan import ResnetGenerator
 from abmseg.models.diffusion import ConditionalDiffusion
 from abmseg.models.mpfpsn import MPFPSN
@@ -19,9 +24,9 @@ from abmseg.models.presets import load_model_preset
 
 
 @pytest.fixture(scope="module")
-def networks() -> Networks:
+def networks() -> InferenceNetworks:
     torch.manual_seed(0)
-    return Networks(
+    return InferenceNetworks(
         mpfpsn=MPFPSN.from_preset(load_model_preset("mpfpsn", "tiny")).eval(),
         image_size=32,
         g_ct2pet=ResnetGenerator.from_preset(load_model_preset("cyclegan", "tiny")).eval(),
@@ -47,7 +52,7 @@ def test_predict_volume_shapes_ranges_and_empty_slices(networks):
 
 
 def test_ct_only_networks_need_no_pet(networks):
-    ct_only = Networks(
+    ct_only = InferenceNetworks(
         mpfpsn=MPFPSN.from_preset(load_model_preset("mpfpsn", "tiny"), modalities="ct").eval(),
         image_size=32,
     )

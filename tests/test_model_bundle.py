@@ -15,7 +15,6 @@ import torch
 import abmseg
 from abmseg.errors import PatientDataError
 from abmseg.infer import model_bundle
-from abmseg.infer.bundle import load_networks
 from abmseg.infer.model_bundle import (
     BUNDLE_FORMAT,
     FORMAT_VERSION,
@@ -24,11 +23,17 @@ from abmseg.infer.model_bundle import (
     verify_model_bundle,
     write_model_bundle,
 )
+from abmseg.infer.networks import load_networks
 from abmseg.infer.predict import InferenceSettings, predict_volume
 from abmseg.models.diffusion import ConditionalDiffusion
-from abmseg.train.networks import Networks, make_bundle, read_bundle, variant_presets, write_bundle
+from abmseg.models.trained_model import (
+    read_trained_model,
+    trained_model_content,
+    write_trained_model,
+)
+from abmseg.train.networks import Networks, variant_presets
 from abmseg.train.settings import TrainSettings
-from abmseg.train.variants import get_variant
+from abmseg.variants import get_variant
 
 PREPROCESSING = {
     "crop": {"margin_mm": [10.0, 10.0, 0.0], "clear_outside_body": True},
@@ -57,8 +62,10 @@ def model_pts(tmp_path_factory) -> dict[str, Path]:
             diffusion = presets["diffusion"]
             presets["diffusion"] = {**diffusion, "loss": {**diffusion["loss"], **loss}}
         settings = TrainSettings(model_preset="tiny", image_size=32).to_dict()
-        bundle = make_bundle(variant, stage, settings, presets, nets, ["SYN001"], 3, 5, [])
-        out[variant] = write_bundle(root / variant / f"stage{stage}" / "model.pt", bundle)
+        bundle = trained_model_content(
+            variant, stage, settings, presets, nets.state(), ["SYN001"], 3, 5, []
+        )
+        out[variant] = write_trained_model(root / variant / f"stage{stage}" / "model.pt", bundle)
     return out
 
 
@@ -117,7 +124,7 @@ def test_round_trip_predicts_exactly_like_model_pt(tmp_path, model_pts, variant)
     if variant == "full":  # the VGG16 file is gone, and inference never asks for it
         with pytest.raises((FileNotFoundError, OSError)):
             ConditionalDiffusion.from_preset(
-                read_bundle(model_pts[variant])["presets"]["diffusion"]
+                read_trained_model(model_pts[variant])["presets"]["diffusion"]
             )
         assert manifest["presets"]["diffusion"]["loss"]["perceptual_network"] == "none"
         assert sorted(manifest["presets"]) == ["cyclegan", "diffusion", "mpfpsn"]
@@ -126,7 +133,7 @@ def test_round_trip_predicts_exactly_like_model_pt(tmp_path, model_pts, variant)
     assert loaded.folder == folder and loaded.variant == variant
     assert loaded.regions == REGIONS and loaded.inference_settings() == SETTINGS
     reference, _ = load_networks(model_pts[variant])
-    state = read_bundle(model_pts[variant])["state"]
+    state = read_trained_model(model_pts[variant])["state"]
     for name in EXPECTED[variant]:
         module = getattr(loaded.networks, name)
         assert not module.training

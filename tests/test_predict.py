@@ -20,14 +20,15 @@ from abmseg.infer.ct_only import prepare_ct
 from abmseg.infer.model_bundle import write_model_bundle
 from abmseg.io.dicom_series import read_series
 from abmseg.io.volume import Geometry
+from abmseg.models.trained_model import trained_model_content, write_trained_model
 from abmseg.preprocess.normalise import NormaliseSettings, normalise_patient
 from abmseg.preprocess.roi import CropSettings, crop_patient
 from abmseg.rt import load_rtstruct
 from abmseg.rt.seg import read_dicom_seg
 from abmseg.synth import generate_cohort
-from abmseg.train.networks import Networks, make_bundle, variant_presets, write_bundle
+from abmseg.train.networks import Networks, variant_presets
 from abmseg.train.settings import TrainSettings
-from abmseg.train.variants import get_variant
+from abmseg.variants import get_variant
 from abmseg.workflow_run import run_snakemake
 
 NEW_PATIENTS = ("CTONLY1", "CTONLY2")
@@ -207,8 +208,9 @@ def untrained_bundle(folder: Path) -> Path:
     torch.manual_seed(5)
     presets = variant_presets(get_variant("full"), "tiny", 2)
     settings = TrainSettings(model_preset="tiny", image_size=32).to_dict()
-    model = make_bundle("full", 2, settings, presets, Networks.build(presets), ["X"], 0, 0, [])
-    write_bundle(folder / "model.pt", model)
+    state = Networks.build(presets).state()
+    model = trained_model_content("full", 2, settings, presets, state, ["X"], 0, 0, [])
+    write_trained_model(folder / "model.pt", model)
     sampler = {"sampler": "ddim", "steps": 2, "start_step": None, "batch_size": 8, "seed": 42}
     write_model_bundle(
         folder / "full",

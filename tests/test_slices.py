@@ -11,15 +11,9 @@ import SimpleITK as sitk
 import torch
 
 from abmseg.errors import PatientDataError
+from abmseg.slicing import SliceGeometry, from_network, to_network
 from abmseg.train.augment import AugmentSettings, augment_slice, rotate, seeded_generator
-from abmseg.train.slices import (
-    SliceDataset,
-    SliceGeometry,
-    SliceIndex,
-    from_network,
-    make_loader,
-    to_network,
-)
+from abmseg.train.slices import SliceDataset, SliceIndex, make_loader
 
 SHAPES = {"P1": (6, 20, 28), "P2": (5, 24, 18), "P3": (4, 16, 16)}  # (z, y, x)
 EMPTY = {"P1": [0, 5], "P2": [4], "P3": []}  # slices without body

@@ -18,13 +18,14 @@ import SimpleITK as sitk
 import torch
 import yaml
 
+from abmseg.models.trained_model import load_trained_model, read_trained_model
+from abmseg.progress import ProgressLine
 from abmseg.train.cli import read_patients, torchrun_command
 from abmseg.train.distributed import DistEnv
 from abmseg.train.engine import Trainer, TrainJob, run_training
-from abmseg.train.networks import load_bundle, read_bundle
-from abmseg.train.progress import ProgressLine, read_losses_csv
+from abmseg.train.progress import read_losses_csv
 from abmseg.train.settings import TrainSettings
-from abmseg.train.variants import VARIANTS, final_stage, has_stage2
+from abmseg.variants import VARIANTS, final_stage, has_stage2
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (6, 40, 48)  # (z, y, x) per patient
@@ -101,7 +102,7 @@ def train(
 
 def state_tensors(path: Path) -> dict[str, torch.Tensor]:
     """Every tensor of a bundle's networks, flat."""
-    state = read_bundle(path)["state"]
+    state = read_trained_model(path)["state"]
     return {f"{net}.{k}": v for net, sd in state.items() for k, v in sd.items()}
 
 
@@ -189,7 +190,7 @@ def test_stage1_of_every_variant(cohort, tmp_path, variant):
     assert int(row["slices"]) == 8 and int(row["distinct_slices"]) == 8  # the per-epoch cap
     assert "seg_dice" in row and "seg_ce" in row
     assert ("gan_pet" in row) == ("d_pet_fake" in row) == VARIANTS[variant].uses_cyclegan
-    bundle = read_bundle(model)
+    bundle = read_trained_model(model)
     assert (bundle["variant"], bundle["stage"], bundle["epochs"]) == (variant, 1, 1)
     assert bundle["train_patients"] == ["P0", "P1", "P2"]
     expected = {"mpfpsn"} | (
@@ -215,7 +216,7 @@ def test_stage2_starts_from_the_stage1_bundle(cohort, full_runs, tmp_path):
     stage1 = full_runs["stage1"]
     job = TrainJob(2, "full", settings(**full_runs["schedule"]), cohort, tmp_path, init=stage1)
     trainer = Trainer(job, DistEnv())
-    saved = read_bundle(stage1)["state"]
+    saved = read_trained_model(stage1)["state"]
     for name, module in trainer.nets.parts().items():
         if name == "diffusion":
             continue
@@ -226,7 +227,7 @@ def test_stage2_starts_from_the_stage1_bundle(cohort, full_runs, tmp_path):
     assert torch.equal(restored, run["optimizers"]["gen"]["state"][0]["exp_avg"])
     assert trainer.optimizers["diff"].state_dict()["state"] == {}  # the diffusion's Adam is new
 
-    bundle = read_bundle(full_runs["stage2"])
+    bundle = read_trained_model(full_runs["stage2"])
     assert (bundle["stage"], bundle["epochs"], bundle["global_epochs"]) == (2, 2, 4)
     assert set(bundle["state"]) == {"g_ct2pet", "g_pet2ct", "d_pet", "d_ct", "mpfpsn", "diffusion"}
     assert [row["global_epoch"] for row in bundle["history"]] == [0, 1, 2, 3]
@@ -239,8 +240,8 @@ def test_stage2_refuses_a_foreign_bundle(cohort, full_runs, tmp_path):
         train(cohort, tmp_path, "fusion", stage=2, init=full_runs["stage1"])
 
 
-def test_load_bundle_gives_working_eval_networks(full_runs, cohort, tmp_path):
-    bundle = load_bundle(full_runs["stage2"], "cpu")
+def test_load_trained_model_gives_working_eval_networks(full_runs, cohort, tmp_path):
+    bundle = load_trained_model(full_runs["stage2"], "cpu")
     assert {"g_ct2pet", "diffusion", "mpfpsn"} <= set(bundle) and "state" not in bundle
     assert not any(bundle[k].training for k in ("g_ct2pet", "diffusion", "mpfpsn"))
     ct = torch.rand(2, 1, 32, 32) * 2 - 1
@@ -250,7 +251,7 @@ def test_load_bundle_gives_working_eval_networks(full_runs, cohort, tmp_path):
         logits = bundle["mpfpsn"](ct, spet)
     assert logits.shape == (2, 4, 32, 32) and torch.isfinite(logits).all()
 
-    ct_only = load_bundle(train(cohort, tmp_path, "ct_only"))
+    ct_only = load_trained_model(train(cohort, tmp_path, "ct_only"))
     assert "g_ct2pet" not in ct_only and "diffusion" not in ct_only
     with torch.no_grad():
         assert ct_only["mpfpsn"](ct).shape == (2, 4, 32, 32)
@@ -299,4 +300,4 @@ def test_config_json_round_trip_through_the_cli(cohort, tmp_path):
     sheet = cohort[0][1].parent / "patients.tsv"
     args = ["--stage", "1", "--variant", "ct_only", "--config", str(tmp_path / "config.json")]
     assert main([*args, "--patients", str(sheet), "--out", str(tmp_path / "o"), "--gpus", "0"]) == 0
-    assert read_bundle(tmp_path / "o" / "model.pt")["settings"]["image_size"] == 32
+    assert read_trained_model(tmp_path / "o" / "model.pt")["settings"]["image_size"] == 32

@@ -10,7 +10,7 @@ import sys
 
 from test_train import base_config, make_cohort
 
-from abmseg.train.networks import load_bundle
+from abmseg.models.trained_model import load_trained_model
 from abmseg.train.progress import read_losses_csv
 
 
@@ -47,6 +47,6 @@ def test_two_gloo_processes_train_on_different_shards(tmp_path):
     # 8 slices per epoch = 2 batches of 2 on each rank; all distinct: the shards differ.
     assert int(row["slices"]) == 8 and int(row["distinct_slices"]) == 8
     assert result.stderr.count("epoch 1/1 done") == 1  # only rank 0 reports
-    bundle = load_bundle(out / "model.pt")
+    bundle = load_trained_model(out / "model.pt")
     assert bundle["variant"] == "full" and "g_ct2pet" in bundle
     assert not any(k.startswith("module.") for k in bundle["mpfpsn"].state_dict())

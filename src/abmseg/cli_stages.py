@@ -107,7 +107,7 @@ def _split(args: argparse.Namespace) -> None:
 
 
 def _infer(args: argparse.Namespace) -> None:
-    from abmseg.infer.bundle import load_networks
+    from abmseg.infer.networks import load_networks
     from abmseg.infer.patient import PredictionPaths, Predictor, infer_patient
     from abmseg.infer.predict import InferenceSettings
     from abmseg.preprocess.normalise import NormaliseSettings

@@ -10,7 +10,7 @@ from abmseg.errors import UserError
 from abmseg.infer.model_bundle import resolve_configured_bundle
 from abmseg.io.dicom_series import list_dicom_files
 from abmseg.settings import stage_config as config_of_stage
-from abmseg.train.variants import VARIANTS as VARIANT_SPECS
+from abmseg.variants import VARIANTS as VARIANT_SPECS
 
 # Snakemake builds a graph of Python objects per job; with CPython's default thresholds the
 # cyclic collector walks it again and again: this cuts a 10,000-patient dry run by about 15%

@@ -28,7 +28,7 @@ from abmseg.io.dicom_series import DicomSeries, read_series
 from abmseg.io.volume import read_nifti
 from abmseg.preprocess.normalise import NormaliseSettings, normalise_ct
 from abmseg.preprocess.roi import Cropped, CropSettings, crop_volumes
-from abmseg.train.progress import ProgressLine
+from abmseg.progress import ProgressLine
 
 log = logging.getLogger(__name__)
 

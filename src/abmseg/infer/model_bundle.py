@@ -35,22 +35,25 @@ from torch import nn
 import abmseg
 from abmseg.atomic import atomic_path, write_json
 from abmseg.errors import ConfigError, PatientDataError
-from abmseg.infer.bundle import bundle_maker, pick_device
+from abmseg.infer.networks import model_maker, pick_device
 from abmseg.infer.patient import Predictor
-from abmseg.infer.predict import InferenceSettings, Networks
+from abmseg.infer.predict import InferenceNetworks, InferenceSettings
 from abmseg.io.jsonfile import read_json
 from abmseg.models.cyclegan import ResnetGenerator
 from abmseg.models.diffusion import ConditionalDiffusion
 from abmseg.models.mpfpsn import MPFPSN
+from abmseg.models.trained_model import (
+    inference_diffusion_preset,
+    load_failure_reason,
+    read_trained_model,
+)
 from abmseg.preprocess.convert import ConvertSettings
 from abmseg.preprocess.normalise import NormaliseSettings
 from abmseg.preprocess.roi import CropSettings
 from abmseg.provenance.hashing import sha256_file
 from abmseg.provenance.layout import record_path, results_dir_of_output
 from abmseg.settings import to_section
-from abmseg.train.checkpoint import load_failure_reason
-from abmseg.train.networks import inference_diffusion_preset, read_bundle
-from abmseg.train.variants import get_variant
+from abmseg.variants import get_variant
 
 MANIFEST = "bundle.json"
 BUNDLE_FORMAT = "abmseg-model-bundle"
@@ -73,7 +76,7 @@ NEEDED = (
     "preprocessing.body_threshold", "sampler.sampler", "sampler.steps", "sampler.seed",
 )  # fmt: skip
 GRID_SLICES = (
-    "axial slices padded to a square and resized to image_size (abmseg.train.slices); "
+    "axial slices padded to a square and resized to image_size (abmseg.slicing); "
     "in-plane and slice spacing of the CT kept"
 )
 FIX_COPY = "copy the bundle again from its source, or rerun the training and the bundle rule"
@@ -95,7 +98,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def _inference_presets(model: dict[str, Any]) -> dict[str, dict]:
-    """Presets of the networks inference uses, by ``load_bundle``'s rule (no VGG16 needed)."""
+    """Presets of the networks inference uses, as load_trained_model picks them (no VGG16)."""
     presets, state = model["presets"], model["state"]
     out = {"mpfpsn": presets["mpfpsn"]}
     if "cyclegan" in presets and "g_ct2pet" in state:
@@ -138,7 +141,7 @@ def training_record_path(model_pt: str | Path) -> Path:
 def read_training_record(model_pt: str | Path) -> dict:
     """That record's content: the bundle carries it, so a bundle copied elsewhere still says
     how, from what and with which code it was trained."""
-    return read_json(training_record_path(model_pt), made_by=bundle_maker(model_pt))
+    return read_json(training_record_path(model_pt), made_by=model_maker(model_pt))
 
 
 def write_model_bundle(
@@ -159,7 +162,7 @@ def write_model_bundle(
     missing = _lacking({"preprocessing": preprocessing, "sampler": sampler}, NEEDED)
     if missing:
         raise ValueError(f"a model bundle needs the settings {missing}; they are absent")
-    model = read_bundle(model_pt)
+    model = read_trained_model(model_pt)
     get_variant(model["variant"])
     presets = _inference_presets(model)
     (folder / MANIFEST).unlink(missing_ok=True)  # from here on the folder is unfinished
@@ -214,7 +217,7 @@ class ModelBundle:
 
     folder: Path
     manifest: dict
-    networks: Networks
+    networks: InferenceNetworks
     device: torch.device
 
     @property
@@ -477,7 +480,7 @@ def load_model_bundle(
         name: _load_network(name, data, manifest["presets"], path, patient).to(device).eval()
         for name, (path, data) in files.items()
     }
-    networks = Networks(
+    networks = InferenceNetworks(
         mpfpsn=modules["mpfpsn"],
         image_size=int(manifest["image_size"]),
         g_ct2pet=modules.get("g_ct2pet"),

@@ -17,7 +17,12 @@ import SimpleITK as sitk
 import torch
 
 from abmseg.errors import PatientDataError
-from abmseg.infer.predict import InferenceSettings, Networks, paste_into_ct_grid, predict_volume
+from abmseg.infer.predict import (
+    InferenceNetworks,
+    InferenceSettings,
+    paste_into_ct_grid,
+    predict_volume,
+)
 from abmseg.io.jsonfile import read_json
 from abmseg.io.volume import image_like, read_nifti, write_nifti
 
@@ -46,7 +51,7 @@ def read_roi_box(roi_json: str | Path, patient: str) -> dict[str, list[int]]:
 class Predictor:
     """Trained networks on their device with the settings they predict with."""
 
-    networks: Networks
+    networks: InferenceNetworks
     device: torch.device
     settings: InferenceSettings
     suv_ceiling: float  # the normalisation's: sPET in [-1, 1] back to SUV

@@ -1,6 +1,6 @@
 """Run the trained networks over every axial slice of one normalised CT volume.
 
-Slices go through the same padded-square resize as in training (abmseg.train.slices) and come
+Slices go through the same padded-square resize as in training (abmseg.slicing) and come
 back through its exact inverse, so predictions land on the cropped grid voxel for voxel. Slices
 without body (as in training) are not sent through the networks: their sPET is -1 (SUV 0) and
 their label 0.
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from abmseg.settings import from_section
-from abmseg.train.slices import SliceGeometry, body_slices
+from abmseg.slicing import SliceGeometry, body_slices
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class InferenceSettings:
 
 
 @dataclass
-class Networks:
+class InferenceNetworks:
     """The modules one variant uses at inference (eval mode); absent ones are None."""
 
     mpfpsn: nn.Module
@@ -59,7 +59,10 @@ class Networks:
 
 @torch.no_grad()
 def predict_batch(
-    ct: torch.Tensor, networks: Networks, settings: InferenceSettings, generator: torch.Generator
+    ct: torch.Tensor,
+    networks: InferenceNetworks,
+    settings: InferenceSettings,
+    generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(N,1,S,S) CT in [-1,1] -> sPET (N,1,S,S) in [-1,1] and class probabilities (N,C,S,S)."""
     spet = None
@@ -82,7 +85,7 @@ def predict_batch(
 
 def predict_volume(
     ct: np.ndarray,
-    networks: Networks,
+    networks: InferenceNetworks,
     settings: InferenceSettings,
     device: torch.device,
     on_batch: Callable[[int, int], None] | None = None,

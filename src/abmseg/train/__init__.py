@@ -1,4 +1,8 @@
-"""Training plumbing shared by the stages: 2D slice data, augmentation, resumable checkpoints."""
+"""Training plumbing shared by the stages: 2D slice data, augmentation, resumable checkpoints.
+
+The slice geometry (``SliceGeometry``, ``to_network``, ``from_network``) lives in
+``abmseg.slicing``, shared with inference.
+"""
 
 from abmseg.train.augment import AugmentSettings, augment_slice, derive_seed
 from abmseg.train.checkpoint import (
@@ -8,28 +12,18 @@ from abmseg.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from abmseg.train.slices import (
-    SliceDataset,
-    SliceGeometry,
-    SliceIndex,
-    from_network,
-    make_loader,
-    to_network,
-)
+from abmseg.train.slices import SliceDataset, SliceIndex, make_loader
 
 __all__ = [
     "AugmentSettings",
     "CheckpointError",
     "SliceDataset",
-    "SliceGeometry",
     "SliceIndex",
     "augment_slice",
     "capture_rng_state",
     "derive_seed",
-    "from_network",
     "load_latest_checkpoint",
     "make_loader",
     "restore_rng_state",
     "save_checkpoint",
-    "to_network",
 ]

@@ -15,8 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 (PyTorch convention)
 
-IMAGE_FILL = -1.0  # air in CT, SUV 0 in PET, after normalisation to [-1, 1]
-LABEL_FILL = 0  # background
+from abmseg.slicing import IMAGE_FILL, LABEL_FILL
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from abmseg.errors import PatientDataError
+from abmseg.models.trained_model import load_failure_reason
 
 LAST = "last.pt"
 PREVIOUS = "previous.pt"
@@ -173,20 +174,6 @@ def load_latest_checkpoint(
         "no loadable checkpoint: " + "; ".join(problems),
         "restore a good copy of last.pt, or delete these files to retrain from scratch",
     )
-
-
-def load_failure_reason(exc: BaseException) -> str:
-    """The informative line of a torch.load failure (its unpickler errors are paragraphs)."""
-    text = str(exc).strip()
-    marker = "WeightsUnpickler error:"
-    if marker in text:
-        text = " ".join(text.split(marker, 1)[1].split()).split(" Check the documentation")[0]
-        text = f"unpickling failed: {text}"
-    elif text:
-        text = text.splitlines()[0].split(". ")[0]
-    else:
-        text = type(exc).__name__
-    return text[:200]
 
 
 def capture_rng_state() -> dict[str, Any]:

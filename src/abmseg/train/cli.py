@@ -34,7 +34,7 @@ from abmseg.atomic import write_json
 from abmseg.errors import ConfigError, UserError
 from abmseg.settings import read_config as read_workflow_config
 from abmseg.train.distributed import BACKENDS, launched_by_torchrun
-from abmseg.train.variants import VARIANTS
+from abmseg.variants import VARIANTS
 
 if TYPE_CHECKING:
     from abmseg.train.engine import TrainJob

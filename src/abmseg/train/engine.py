@@ -20,12 +20,12 @@ and the stage-2 sPET estimate are documented there). This module owns what is co
   loss history into ``OUT/checkpoints`` (``last.pt``/``previous.pt``, atomic). A run starts from
   the newest loadable checkpoint (a damaged ``last.pt`` falls back to ``previous.pt``), and
   refuses one made with other settings.
-* Stage 2 starts from the stage-1 bundle (``--init``): every stage-1 network's weights. The
+* Stage 2 starts from the stage-1 trained model (``--init``): every stage-1 network's weights. The
   optimizer states (generators + MP-FPSN, discriminators) and image pools come from the stage-1
-  run's final checkpoint beside the bundle (``<init folder>/checkpoints``) when it is there and
-  belongs to that bundle; otherwise those Adams start fresh (said on stderr). The diffusion and
+  run's final checkpoint beside it (``<init folder>/checkpoints``) when it is there and
+  belongs to that model; otherwise those Adams start fresh (said on stderr). The diffusion and
   its Adam are new.
-* Outputs (rank 0): ``OUT/model.pt`` (the bundle, atomic), ``losses.csv`` (every epoch),
+* Outputs (rank 0): ``OUT/model.pt`` (the trained model, atomic), ``losses.csv`` (every epoch),
   ``losses.png`` (at the end), TensorBoard scalars when installed, ``status.json``.
 """
 
@@ -49,6 +49,13 @@ from abmseg.errors import ConfigError, DivergedError
 from abmseg.models.cyclegan_losses import CycleGANLoss
 from abmseg.models.diffusion.losses import frozen_feature_extractor
 from abmseg.models.seg_losses import SegmentationLoss
+from abmseg.models.trained_model import (
+    load_trained_model,
+    read_trained_model,
+    trained_model_content,
+    write_trained_model,
+)
+from abmseg.progress import ProgressLine
 from abmseg.train.augment import derive_seed
 from abmseg.train.checkpoint import (
     capture_rng_state,
@@ -65,27 +72,13 @@ from abmseg.train.distributed import (
     init_distributed,
     wrap,
 )
-from abmseg.train.networks import (
-    CYCLEGAN_PARTS,
-    Networks,
-    load_bundle,
-    make_bundle,
-    read_bundle,
-    variant_presets,
-    write_bundle,
-)
-from abmseg.train.progress import (
-    ProgressLine,
-    TensorBoardLog,
-    plot_losses,
-    write_losses_csv,
-    write_status,
-)
+from abmseg.train.networks import CYCLEGAN_PARTS, Networks, variant_presets
+from abmseg.train.progress import TensorBoardLog, plot_losses, write_losses_csv, write_status
 from abmseg.train.settings import TrainSettings, resume_differences
 from abmseg.train.slices import SliceDataset, SliceIndex, make_loader
 from abmseg.train.stage1 import CycleGANView, StepModules, stage1_step
 from abmseg.train.stage2 import stage2_step
-from abmseg.train.variants import get_variant
+from abmseg.variants import get_variant
 
 CHECKPOINT_FORMAT = 1
 log = logging.getLogger(__name__)
@@ -100,7 +93,7 @@ class TrainJob:
     settings: TrainSettings
     patients: Sequence[tuple[str, str | Path]]  # (patient_id, normalised folder)
     out: Path
-    init: Path | None = None  # stage 2: the stage-1 bundle (model.pt)
+    init: Path | None = None  # stage 2: the stage-1 trained model (model.pt)
     device: str | None = None  # None: this rank's GPU if there is one, else the CPU
     backend: str | None = None  # DDP backend; None: nccl on GPU, gloo on CPU
 
@@ -111,7 +104,7 @@ class TrainJob:
         if self.stage == 2 and not spec.uses_diffusion:
             raise ValueError(f"variant {self.variant!r} has no stage 2 (it uses no diffusion)")
         if self.stage == 2 and self.init is None:
-            raise ValueError("stage 2 starts from the stage-1 bundle: pass init (--init)")
+            raise ValueError("stage 2 starts from the stage-1 trained model: pass init (--init)")
 
 
 def run_training(job: TrainJob) -> Path:
@@ -163,7 +156,7 @@ class Trainer:
         self.epochs = s.epochs(job.stage)
         self.offset = s.epoch_offset(job.stage)
         self.history: list[dict[str, Any]] = []
-        self.previous_history: list[dict[str, Any]] = []  # earlier stages (from the init bundle)
+        self.previous_history: list[dict[str, Any]] = []  # earlier stages (from the init model)
         self.start_epoch = 0
         if env.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -310,8 +303,8 @@ class Trainer:
         self.gan_loss.pool_ct.load_state_dict(mine["ct"])
 
     def _init_from_stage1(self, init: Path) -> None:
-        """Stage-1 weights from the bundle; optimizers and pools from its run's last checkpoint."""
-        bundle = read_bundle(init)
+        """Stage-1 weights (model.pt); optimizers and pools from its run's last checkpoint."""
+        stage1 = read_trained_model(init)
         s = self.settings
         expected = {
             "variant": self.job.variant,
@@ -321,7 +314,7 @@ class Trainer:
             "global_epochs": s.epochs_stage1,
         }
         wrong = [
-            f"{k} {bundle.get(k)!r} != {v!r}" for k, v in expected.items() if bundle.get(k) != v
+            f"{k} {stage1.get(k)!r} != {v!r}" for k, v in expected.items() if stage1.get(k) != v
         ]
         if wrong:
             raise ConfigError(
@@ -329,9 +322,9 @@ class Trainer:
                 f"train stage 1 of {self.job.variant!r} with the same training settings first",
             )
         stage1_parts = (*CYCLEGAN_PARTS, "mpfpsn")
-        self.nets.load_state(bundle["state"], only=stage1_parts)
-        self.previous_history = list(bundle.get("history", []))
-        source = "fresh Adam states (no matching stage-1 checkpoint beside the bundle)"
+        self.nets.load_state(stage1["state"], only=stage1_parts)
+        self.previous_history = list(stage1.get("history", []))
+        source = "fresh Adam states (no matching stage-1 checkpoint beside the model)"
         try:
             run = load_latest_checkpoint(init.parent / "checkpoints", map_location="cpu")
         except Exception as exc:  # a damaged stage-1 checkpoint only costs the optimizer state
@@ -340,7 +333,7 @@ class Trainer:
             run is not None
             and run.get("variant") == self.job.variant
             and run.get("stage") == 1
-            and run.get("global_epoch") == bundle["global_epochs"] - 1
+            and run.get("global_epoch") == stage1["global_epochs"] - 1
         ):
             self._load_optimizers(run["optimizers"], ("gen", "disc"))
             self._load_pools(run.get("pools"))
@@ -350,7 +343,7 @@ class Trainer:
     # ------------------------------------------------------------------ epochs
 
     def fit(self) -> Path:
-        """Run the remaining epochs, then write the bundle and the loss files (rank 0)."""
+        """Run the remaining epochs, then write the trained model and the loss files (rank 0)."""
         board = TensorBoardLog(self.out / "tensorboard", enabled=self.env.is_main)
         try:
             for epoch in range(self.start_epoch, self.epochs):
@@ -477,18 +470,18 @@ class Trainer:
         self._status(epoch=epoch, global_epoch=row["global_epoch"], phase="saved")
 
     def _write_outputs(self, model: Path) -> None:
-        bundle = make_bundle(
+        content = trained_model_content(
             variant=self.job.variant,
             stage=self.stage,
             settings=self.settings.to_dict(),
             presets=self.presets,
-            nets=self.nets,
+            state=self.nets.state(),
             train_patients=self.train_patients,
             epochs=self.epochs,
             global_epochs=self.offset + self.epochs,
             history=[*self.previous_history, *self.history],
         )
-        write_bundle(model, bundle)
+        write_trained_model(model, content)
         write_losses_csv(self.out / "losses.csv", self.history)
         plot_losses(
             self.out / "losses.png",
@@ -501,4 +494,4 @@ class Trainer:
         _say(self.env, f"wrote {model}")
 
 
-__all__ = ["TrainJob", "Trainer", "load_bundle", "run_training", "seed_everything"]
+__all__ = ["TrainJob", "Trainer", "load_trained_model", "run_training", "seed_everything"]

@@ -1,4 +1,6 @@
-"""What a training run reports: a progress line, losses.csv, losses.png, TensorBoard, status.json.
+"""What a training run reports: losses.csv, losses.png, TensorBoard, status.json.
+
+The progress line within an epoch is ``abmseg.progress.ProgressLine`` (shared with inference).
 
 Everything is rewritten from the run's full history (kept in the checkpoint), so a resumed run
 produces the same files as an uninterrupted one. TensorBoard is used only if
@@ -11,80 +13,16 @@ import csv
 import io
 import logging
 import math
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from abmseg.atomic import atomic_path, write_atomic, write_json
 
 LEADING = ("epoch", "global_epoch", "stage", "lr")
 TRAILING = ("slices", "distinct_slices", "ranks", "seconds", "slices_per_s")
 log = logging.getLogger(__name__)
-
-
-class ProgressLine:
-    """Progress within an epoch on stderr: step i/n, slices per second, running mean loss.
-
-    On a terminal the line is redrawn in place (at most every ``interval`` seconds); in a log
-    file (Snakemake, SLURM) it is printed about every 10 % of the epoch so logs stay short.
-    """
-
-    def __init__(
-        self,
-        label: str,
-        total: int,
-        stream: TextIO | None = None,
-        interval: float = 0.5,
-        enabled: bool = True,
-    ) -> None:
-        self.label = label
-        self.total = max(total, 1)
-        self.stream = stream if stream is not None else sys.stderr
-        self.interval = interval
-        self.enabled = enabled
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.start = time.perf_counter()
-        self.last_print = -math.inf
-        self.next_fraction = 0.1
-
-    def due(self, step: int) -> bool:
-        """Whether ``update(step, ...)`` would print (so callers fetch the loss only then)."""
-        if not self.enabled:
-            return False
-        if step >= self.total:
-            return True
-        if self.tty:
-            return time.perf_counter() - self.last_print >= self.interval
-        return step / self.total >= self.next_fraction
-
-    def text(self, step: int, slices: int, loss: float) -> str:
-        seconds = time.perf_counter() - self.start
-        rate = slices / seconds if seconds > 0 else 0.0
-        return (
-            f"{self.label} step {step}/{self.total} {rate:.1f} slices/s "
-            f"loss {loss:.4g} {seconds:.0f}s"
-        )
-
-    def update(self, step: int, slices: int, loss: float) -> None:
-        if not self.due(step):
-            return
-        self.last_print = time.perf_counter()
-        while step / self.total >= self.next_fraction:
-            self.next_fraction += 0.1
-        line = self.text(step, slices, loss)
-        if self.tty:
-            self.stream.write("\r" + line + "\x1b[K")
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        """Clear a redrawn terminal line, so the epoch summary (logged) takes its place."""
-        if self.enabled and self.tty:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
 
 
 def columns(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -206,7 +144,6 @@ def write_status(path: str | Path, **fields: Any) -> None:
 
 __all__ = [
     "GROUPS",
-    "ProgressLine",
     "TensorBoardLog",
     "columns",
     "plot_losses",

@@ -32,7 +32,7 @@ def run_key(
 ) -> str:
     """SHA-256 of the run's definition: variant, stage, the training settings except those a
     resume may change (epoch counts, workers), the training patients, and the content of every
-    input file (volumes, labels, presets, the stage-1 bundle)."""
+    input file (volumes, labels, presets, the stage-1 model.pt)."""
     training = {k: v for k, v in dict(settings.get("training", {})).items() if k not in RESUME_FREE}
     material = {
         "variant": variant,

@@ -1,6 +1,6 @@
 """Training settings: the ``training`` section of the config (plus ``seed``, ``model_preset``).
 
-Kept as one frozen dataclass so a checkpoint or bundle records exactly what produced it, and a
+Kept as one frozen dataclass so a checkpoint or model.pt records exactly what produced it, and a
 resumed run can refuse a checkpoint made with different settings instead of silently mixing them.
 Defaults are the paper's (config/config.yaml); ``from_config`` rejects unknown training keys so a
 typo never falls back to a default unnoticed.
@@ -95,7 +95,7 @@ class TrainSettings:
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (lists, numbers, strings) for checkpoints, bundles and JSON."""
+        """Plain data (lists, numbers, strings) for checkpoints, trained models and JSON."""
         out = asdict(self)
         out["betas"] = list(self.betas)
         out["lr_milestones"] = list(self.lr_milestones)

@@ -30,7 +30,7 @@ from abmseg.models.cyclegan_losses import CycleGANLoss
 from abmseg.models.diffusion.losses import FeatureFn
 from abmseg.models.seg_losses import SegmentationLoss
 from abmseg.train.networks import Networks
-from abmseg.train.variants import VariantSpec
+from abmseg.variants import VariantSpec
 
 
 class CycleGANView:

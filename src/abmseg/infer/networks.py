@@ -1,4 +1,4 @@
-"""Load a trained model bundle (the training's model.pt) as the networks inference needs."""
+"""Load a trained model (the training's model.pt) as the networks inference needs."""
 
 from __future__ import annotations
 
@@ -8,49 +8,53 @@ from typing import Any
 import torch
 
 from abmseg.errors import PatientDataError
-from abmseg.infer.predict import Networks
-from abmseg.train.checkpoint import load_failure_reason
-from abmseg.train.networks import load_bundle, read_bundle
+from abmseg.infer.predict import InferenceNetworks
+from abmseg.models.trained_model import (
+    load_failure_reason,
+    load_trained_model,
+    read_trained_model,
+)
 
 
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def bundle_maker(path: str | Path) -> str | None:
-    """The rule that writes a bundle at ``results/models/<variant>/stage<N>/model.pt``."""
+def model_maker(path: str | Path) -> str | None:
+    """The rule that writes a trained model at ``results/models/<variant>/stage<N>/model.pt``."""
     stage = Path(path).parent.name
     return f"train_{stage}" if stage in ("stage1", "stage2") else None
 
 
-def _bundle_problem(exc: BaseException) -> str:
+def _model_problem(exc: BaseException) -> str:
     if isinstance(exc, FileNotFoundError):
-        return "the model bundle does not exist"
-    return f"cannot load this model bundle ({load_failure_reason(exc)})"
+        return "the trained model does not exist"
+    return f"cannot load this trained model ({load_failure_reason(exc)})"
 
 
-def _bundle_error(
+def _model_error(
     path: str | Path, patient: str | None, made_by: str | None, exc: BaseException
 ) -> PatientDataError:
-    made_by = made_by or bundle_maker(path)
+    made_by = made_by or model_maker(path)
     fix = (
         f"delete it and rerun the rule '{made_by}' that makes it"
         if made_by
         else "retrain the model or point to a valid model.pt"
     )
-    return PatientDataError(patient, path, _bundle_problem(exc), fix)
+    return PatientDataError(patient, path, _model_problem(exc), fix)
 
 
-def read_bundle_checked(
+def read_trained_model_checked(
     path: str | Path, patient: str | None = None, made_by: str | None = None
 ) -> dict[str, Any]:
-    """The raw bundle (``read_bundle``), or PatientDataError naming the file and its maker."""
+    """The raw trained model (``read_trained_model``), or PatientDataError naming the file and
+    its maker."""
     try:
-        return read_bundle(path)
+        return read_trained_model(path)
     except (MemoryError, torch.cuda.OutOfMemoryError):
         raise  # the machine, not the file
     except Exception as exc:  # damaged bytes make the unpickler raise almost anything
-        raise _bundle_error(path, patient, made_by, exc) from None
+        raise _model_error(path, patient, made_by, exc) from None
 
 
 def load_networks(
@@ -58,10 +62,10 @@ def load_networks(
     threads: int = 1,
     patient: str | None = None,
     made_by: str | None = None,
-) -> tuple[Networks, torch.device]:
+) -> tuple[InferenceNetworks, torch.device]:
     """Networks in eval mode on the best device (CUDA when present, else CPU with ``threads``).
 
-    A bundle that does not load (truncated, not a bundle, weights that do not fit its networks)
+    A model.pt that does not load (truncated, not a model, weights that do not fit its networks)
     raises PatientDataError naming the file and the rule that makes it (``made_by``, by default
     read from the path: train_stage1 or train_stage2).
     """
@@ -69,15 +73,15 @@ def load_networks(
     if device.type == "cpu":
         torch.set_num_threads(max(1, threads))
     try:
-        bundle = load_bundle(path, device)
+        model = load_trained_model(path, device)
     except (MemoryError, torch.cuda.OutOfMemoryError):
         raise  # the device, not the file
     except Exception as exc:  # damaged bytes make the unpickler raise almost anything
-        raise _bundle_error(path, patient, made_by, exc) from None
-    networks = Networks(
-        mpfpsn=bundle["mpfpsn"],
-        image_size=int(bundle["image_size"]),
-        g_ct2pet=bundle.get("g_ct2pet"),
-        diffusion=bundle.get("diffusion"),
+        raise _model_error(path, patient, made_by, exc) from None
+    networks = InferenceNetworks(
+        mpfpsn=model["mpfpsn"],
+        image_size=int(model["image_size"]),
+        g_ct2pet=model.get("g_ct2pet"),
+        diffusion=model.get("diffusion"),
     )
     return networks, device
