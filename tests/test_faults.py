@@ -519,7 +519,7 @@ def assert_one_clear_line(result, log: Path, file: str, maker: str, rule: str) -
 
 @pytest.mark.slow
 def test_damaged_intermediates_fail_with_the_file_and_its_maker(recovered):
-    """Truncated NIfTI and JSON intermediates and a trained model (model.pt) that does not load, each read by
+    """Truncated NIfTI and JSON intermediates and a model.pt that does not load, each read by
     a later rule: that job fails with one line naming the file and the rule that makes it.
     (A damaged metrics JSON read by aggregate is tested in-process above: any rerun upstream of
     aggregate, as these damaged files cause, holds aggregate back.)"""

@@ -245,9 +245,25 @@ def _pixel_format(ds: Dataset, path: Path, patient: str) -> tuple:
     )
 
 
-def _stack(members: list[tuple[Path, Dataset]], patient: str, folder: Path) -> DicomSeries:
-    first_path, first = members[0]
-    iop = _vector(first, "ImageOrientationPatient", 6, first_path, patient)
+@dataclass(frozen=True)
+class _SliceFrame:
+    """What every slice of a series must share with its first slice."""
+
+    iop: np.ndarray
+    pixel_spacing: np.ndarray
+    shape: tuple[int, int]
+    pixel_format: tuple
+    modality: str
+    first_name: str
+
+    @property
+    def normal(self) -> np.ndarray:
+        return np.cross(self.iop[:3], self.iop[3:])
+
+
+def _slice_frame(path: Path, ds: Dataset, patient: str) -> _SliceFrame:
+    """The first slice's orientation, spacing and pixel format, checked to make sense."""
+    iop = _vector(ds, "ImageOrientationPatient", 6, path, patient)
     row_dir, col_dir = iop[:3], iop[3:]
     if not (
         np.isclose(np.linalg.norm(row_dir), 1, atol=1e-3)
@@ -256,122 +272,146 @@ def _stack(members: list[tuple[Path, Dataset]], patient: str, folder: Path) -> D
     ):
         raise PatientDataError(
             patient,
-            first_path,
+            path,
             f"ImageOrientationPatient {iop.tolist()} is not orthonormal",
             "export the series again; the orientation tag is corrupt",
         )
-    normal = np.cross(row_dir, col_dir)
-    pixel_spacing = _vector(first, "PixelSpacing", 2, first_path, patient)
-    shape = _shape(first, first_path, patient)
-    pixel_format = _pixel_format(first, first_path, patient)
+    pixel_spacing = _vector(ds, "PixelSpacing", 2, path, patient)
+    shape = _shape(ds, path, patient)
     if min(pixel_spacing) <= 0:
         raise PatientDataError(
             patient,
-            first_path,
+            path,
             f"non-positive PixelSpacing {pixel_spacing.tolist()} or size {shape}",
             "export the series again with valid geometry",
         )
+    return _SliceFrame(
+        iop=iop,
+        pixel_spacing=pixel_spacing,
+        shape=shape,
+        pixel_format=_pixel_format(ds, path, patient),
+        modality=str(tag_value(ds, "Modality", path, patient, "")).upper(),
+        first_name=path.name,
+    )
 
+
+def _check_same_frame(path: Path, ds: Dataset, frame: _SliceFrame, patient: str) -> None:
+    """One slice against the first: modality, orientation, matrix, spacing, pixel format."""
+    found = str(tag_value(ds, "Modality", path, patient, "")).upper()
+    if found != frame.modality:
+        raise PatientDataError(
+            patient,
+            path,
+            f"Modality '{found}' differs from the series' '{frame.modality}' "
+            f"(in {frame.first_name})",
+            "export the series again; this file does not belong to it or is corrupt",
+        )
+    if not np.allclose(
+        _vector(ds, "ImageOrientationPatient", 6, path, patient), frame.iop, atol=1e-4
+    ):
+        raise PatientDataError(
+            patient,
+            path,
+            "slice orientation differs from the rest of the series",
+            "export a single consistent axial series",
+        )
+    if _shape(ds, path, patient) != frame.shape or not np.allclose(
+        _vector(ds, "PixelSpacing", 2, path, patient), frame.pixel_spacing, atol=1e-4
+    ):
+        raise PatientDataError(
+            patient,
+            path,
+            "slice matrix size or pixel spacing differs from the rest",
+            "export a single consistent series (no mixed reconstructions)",
+        )
+    this_format = _pixel_format(ds, path, patient)
+    if this_format != frame.pixel_format:
+        differing = ", ".join(
+            f"{keyword} {mine} here, {theirs} in {frame.first_name}"
+            for keyword, mine, theirs in zip(
+                PIXEL_FORMAT_TAGS, this_format, frame.pixel_format, strict=True
+            )
+            if mine != theirs
+        )
+        raise PatientDataError(
+            patient,
+            path,
+            f"pixel format differs from the rest of the series ({differing})",
+            "export the series again; this file does not belong to it or is corrupt",
+        )
+
+
+def _stacking_step(
+    paths: list[Path], positions: np.ndarray, normal: np.ndarray, patient: str, folder: Path
+) -> float:
+    """The slice step of sorted slices: no duplicates, no shear (gantry tilt), no gaps."""
+    along = positions @ normal
+    steps = np.diff(along)
+    if np.any(steps < 1e-3 * float(np.median(np.abs(steps)) or 1.0)) or np.any(steps <= 0):
+        raise PatientDataError(
+            patient,
+            paths[int(np.argmin(steps)) + 1],
+            "two slices share the same position (duplicated slice)",
+            "remove the duplicate file from the series folder",
+        )
+    shear = positions[1:] - positions[:-1] - np.outer(steps, normal)
+    if np.max(np.abs(shear)) > 1e-2:
+        raise PatientDataError(
+            patient,
+            folder,
+            "slice positions are not stacked along the slice normal (gantry tilt or sheared "
+            "geometry)",
+            "reconstruct the series without gantry tilt, or resample it to an orthogonal grid",
+        )
+    step = float(np.median(steps))
+    uneven = np.abs(steps - step) > SPACING_TOLERANCE * step
+    if np.any(uneven):
+        k = int(np.argmax(uneven))
+        gap, before, after = float(steps[k]), paths[k], paths[k + 1]
+        kind = "missing slice" if gap > 1.5 * step else "uneven slice spacing"
+        raise PatientDataError(
+            patient,
+            folder,
+            f"{kind}: gap of {gap:.3f} mm between {before.name} and {after.name} "
+            f"(the series steps {step:.3f} mm)",
+            "export the complete series again (every slice, one reconstruction)",
+        )
+    return step
+
+
+def _single_slice_step(path: Path, ds: Dataset, patient: str) -> float:
+    """A one-slice series has no neighbour: its thickness tags give the step."""
+    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+        value = as_float(tag_value(ds, keyword, path, patient))
+        if value is not None and np.isfinite(value) and value > 0:
+            return value
+    raise PatientDataError(
+        patient,
+        path,
+        "a single-slice series without a usable SliceThickness/SpacingBetweenSlices",
+        "export the complete series (every slice)",
+    )
+
+
+def _stack(members: list[tuple[Path, Dataset]], patient: str, folder: Path) -> DicomSeries:
+    """The slices as one volume: each checked against the first, sorted along the normal."""
+    first_path, first = members[0]
+    frame = _slice_frame(first_path, first, patient)
     positions = []
-    modality = str(tag_value(first, "Modality", first_path, patient, "")).upper()
     for path, ds in members:
-        found = str(tag_value(ds, "Modality", path, patient, "")).upper()
-        if found != modality:
-            raise PatientDataError(
-                patient,
-                path,
-                f"Modality '{found}' differs from the series' '{modality}' (in {first_path.name})",
-                "export the series again; this file does not belong to it or is corrupt",
-            )
-        if not np.allclose(
-            _vector(ds, "ImageOrientationPatient", 6, path, patient), iop, atol=1e-4
-        ):
-            raise PatientDataError(
-                patient,
-                path,
-                "slice orientation differs from the rest of the series",
-                "export a single consistent axial series",
-            )
-        if _shape(ds, path, patient) != shape or not np.allclose(
-            _vector(ds, "PixelSpacing", 2, path, patient), pixel_spacing, atol=1e-4
-        ):
-            raise PatientDataError(
-                patient,
-                path,
-                "slice matrix size or pixel spacing differs from the rest",
-                "export a single consistent series (no mixed reconstructions)",
-            )
-        this_format = _pixel_format(ds, path, patient)
-        if this_format != pixel_format:
-            differing = ", ".join(
-                f"{keyword} {mine} here, {theirs} in {first_path.name}"
-                for keyword, mine, theirs in zip(
-                    PIXEL_FORMAT_TAGS, this_format, pixel_format, strict=True
-                )
-                if mine != theirs
-            )
-            raise PatientDataError(
-                patient,
-                path,
-                f"pixel format differs from the rest of the series ({differing})",
-                "export the series again; this file does not belong to it or is corrupt",
-            )
+        _check_same_frame(path, ds, frame, patient)
         positions.append(_vector(ds, "ImagePositionPatient", 3, path, patient))
-
     positions_arr = np.array(positions)
-    along = positions_arr @ normal
-    order = np.argsort(along, kind="stable")
+    order = np.argsort(positions_arr @ frame.normal, kind="stable")
     members = [members[i] for i in order]
-    positions_arr, along = positions_arr[order], along[order]
-
+    positions_arr = positions_arr[order]
     if len(members) >= 2:
-        steps = np.diff(along)
-        if np.any(steps < 1e-3 * float(np.median(np.abs(steps)) or 1.0)) or np.any(steps <= 0):
-            dup = members[int(np.argmin(steps)) + 1][0]
-            raise PatientDataError(
-                patient,
-                dup,
-                "two slices share the same position (duplicated slice)",
-                "remove the duplicate file from the series folder",
-            )
-        shear = positions_arr[1:] - positions_arr[:-1] - np.outer(steps, normal)
-        if np.max(np.abs(shear)) > 1e-2:
-            raise PatientDataError(
-                patient,
-                folder,
-                "slice positions are not stacked along the slice normal (gantry tilt or sheared "
-                "geometry)",
-                "reconstruct the series without gantry tilt, or resample it to an orthogonal grid",
-            )
-        step = float(np.median(steps))
-        uneven = np.abs(steps - step) > SPACING_TOLERANCE * step
-        if np.any(uneven):
-            k = int(np.argmax(uneven))
-            gap, before, after = float(steps[k]), members[k][0], members[k + 1][0]
-            kind = "missing slice" if gap > 1.5 * step else "uneven slice spacing"
-            raise PatientDataError(
-                patient,
-                folder,
-                f"{kind}: gap of {gap:.3f} mm between {before.name} and {after.name} "
-                f"(the series steps {step:.3f} mm)",
-                "export the complete series again (every slice, one reconstruction)",
-            )
+        paths = [path for path, _ in members]
+        step = _stacking_step(paths, positions_arr, frame.normal, patient, folder)
     else:
-        step = 0.0
-        for keyword in ("SpacingBetweenSlices", "SliceThickness"):
-            value = as_float(tag_value(first, keyword, first_path, patient))
-            if value is not None and np.isfinite(value) and value > 0:
-                step = value
-                break
-        if step <= 0:
-            raise PatientDataError(
-                patient,
-                first_path,
-                "a single-slice series without a usable SliceThickness/SpacingBetweenSlices",
-                "export the complete series (every slice)",
-            )
-
-    direction = np.column_stack([row_dir, col_dir, normal])
+        step = _single_slice_step(first_path, first, patient)
+    shape, pixel_spacing = frame.shape, frame.pixel_spacing
+    direction = np.column_stack([frame.iop[:3], frame.iop[3:], frame.normal])
     geometry = Geometry(
         size=(shape[1], shape[0], len(members)),
         spacing=(float(pixel_spacing[1]), float(pixel_spacing[0]), step),

@@ -140,6 +140,48 @@ def write_rtstruct(
     SOP instance and series UIDs; the file is written atomically (Implicit VR Little Endian, whose
     32-bit lengths hold contours of any size; explicit VR DS elements stop at 64 KiB).
     """
+    by_value = _checked_region_values(label, ct_series, regions, out_path, patient)
+    array = sitk.GetArrayViewFromImage(label)
+    first = ct_series.datasets[0]
+    frame_uid = str(first.FrameOfReferenceUID)
+    ds = _structure_set_header(first, structure_set_label, series_description, software, version)
+    ds.ReferencedFrameOfReferenceSequence = _referenced_frame(ct_series, frame_uid)
+    rois, roi_contours, observations = [], [], []
+    for n, value in enumerate(sorted(by_value)):  # every region, found or not
+        name = by_value[value]
+        colour = (colours or {}).get(name, DEFAULT_COLOURS[n % len(DEFAULT_COLOURS)])
+        rois.append(
+            _item(
+                ROINumber=value,
+                ReferencedFrameOfReferenceUID=frame_uid,
+                ROIName=name,
+                ROIGenerationAlgorithm="AUTOMATIC",
+                ROIGenerationDescription=f"{software} {version}",
+            )
+        )
+        roi_contours.append(_roi_contour(array == value, value, colour, ct_series))
+        observations.append(
+            _item(
+                ObservationNumber=value,
+                ReferencedROINumber=value,
+                RTROIInterpretedType="ORGAN",
+                ROIInterpreter="",
+            )
+        )
+    ds.StructureSetROISequence = DicomSequence(rois)
+    ds.ROIContourSequence = DicomSequence(roi_contours)
+    ds.RTROIObservationsSequence = DicomSequence(observations)
+    write_atomic(out_path, lambda tmp: ds.save_as(tmp, enforce_file_format=True))
+
+
+def _checked_region_values(
+    label: sitk.Image,
+    ct_series: DicomSeries,
+    regions: Mapping[str, int],
+    out_path: str | Path,
+    patient: str | None,
+) -> dict[int, str]:
+    """{value: region name}, once the label lies on the CT grid and holds only region values."""
     geometry = Geometry.of(label)
     if not geometry.matches(ct_series.geometry):
         raise PatientDataError(
@@ -149,11 +191,9 @@ def write_rtstruct(
             f"{ct_series.geometry.as_dict()}",
             "resample the label onto the CT (nearest neighbour) before exporting contours",
         )
-    array = sitk.GetArrayViewFromImage(label)
     by_value = {int(value): name for name, value in regions.items()}
-    found = sorted(int(v) for v in np.unique(array) if v != 0)
-    unknown = [v for v in found if v not in by_value]
-    present = sorted(by_value)  # every region: one the model did not find is an empty ROI
+    array = sitk.GetArrayViewFromImage(label)
+    unknown = [v for v in sorted(int(v) for v in np.unique(array) if v != 0) if v not in by_value]
     if unknown:
         raise PatientDataError(
             patient,
@@ -161,12 +201,16 @@ def write_rtstruct(
             f"label values {unknown} are not in the region table {dict(regions)}",
             "relabel the image to the configured region values",
         )
-    first = ct_series.datasets[0]
-    frame_uid = str(first.FrameOfReferenceUID)
+    return by_value
+
+
+def _structure_set_header(
+    first: Dataset, label: str, description: str, software: str, version: str
+) -> Dataset:
+    """A new structure set (new UIDs, now) carrying the CT's patient and study identity."""
     now = datetime.now()
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     sop_uid = generate_uid()
-
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = RT_STRUCTURE_SET_STORAGE
     meta.MediaStorageSOPInstanceUID = sop_uid
@@ -180,79 +224,53 @@ def write_rtstruct(
     ds.Modality = "RTSTRUCT"
     ds.SeriesInstanceUID = generate_uid()
     ds.SeriesNumber = ""
-    ds.SeriesDescription = series_description
+    ds.SeriesDescription = description
     ds.OperatorsName = ""
     ds.Manufacturer = software
     ds.ManufacturerModelName = software
     ds.SoftwareVersions = version
-    ds.StructureSetLabel = structure_set_label
+    ds.StructureSetLabel = label
     ds.StructureSetDate, ds.StructureSetTime = date, time
-    ds.ReferencedFrameOfReferenceSequence = DicomSequence(
-        [
-            _item(
-                FrameOfReferenceUID=frame_uid,
-                RTReferencedStudySequence=DicomSequence(
-                    [
-                        _item(
-                            ReferencedSOPClassUID=STUDY_REFERENCE_CLASS,
-                            ReferencedSOPInstanceUID=first.StudyInstanceUID,
-                            RTReferencedSeriesSequence=DicomSequence(
-                                [
-                                    _item(
-                                        SeriesInstanceUID=first.SeriesInstanceUID,
-                                        ContourImageSequence=DicomSequence(
-                                            [_image_ref(ct) for ct in ct_series.datasets]
-                                        ),
-                                    )
-                                ]
-                            ),
-                        )
-                    ]
-                ),
-            )
-        ]
+    return ds
+
+
+def _referenced_frame(ct_series: DicomSeries, frame_uid: str) -> DicomSequence:
+    """The frame of reference -> study -> series -> every CT slice the contours may lie on."""
+    first = ct_series.datasets[0]
+    series = _item(
+        SeriesInstanceUID=first.SeriesInstanceUID,
+        ContourImageSequence=DicomSequence([_image_ref(ct) for ct in ct_series.datasets]),
     )
-    rois, roi_contours, observations = [], [], []
-    for n, value in enumerate(present):
-        name = by_value[value]
-        colour = (colours or {}).get(name, DEFAULT_COLOURS[n % len(DEFAULT_COLOURS)])
-        contours = []
-        for k, ct in enumerate(ct_series.datasets):
-            for points in mask_to_contours(array[k] == value):
-                contours.append(
-                    _item(
-                        ContourImageSequence=DicomSequence([_image_ref(ct)]),
-                        ContourGeometricType="CLOSED_PLANAR",
-                        NumberOfContourPoints=len(points),
-                        ContourNumber=len(contours) + 1,
-                        ContourData=_ds_text(index_to_patient(points, ct)),
-                    )
+    study = _item(
+        ReferencedSOPClassUID=STUDY_REFERENCE_CLASS,
+        ReferencedSOPInstanceUID=first.StudyInstanceUID,
+        RTReferencedSeriesSequence=DicomSequence([series]),
+    )
+    return DicomSequence(
+        [_item(FrameOfReferenceUID=frame_uid, RTReferencedStudySequence=DicomSequence([study]))]
+    )
+
+
+def _roi_contour(
+    mask: np.ndarray, value: int, colour: Sequence[int], ct_series: DicomSeries
+) -> Dataset:
+    """One ROI's contours: each outline of each slice, referencing that CT slice."""
+    contours = []
+    for k, ct in enumerate(ct_series.datasets):
+        for points in mask_to_contours(mask[k]):
+            contours.append(
+                _item(
+                    ContourImageSequence=DicomSequence([_image_ref(ct)]),
+                    ContourGeometricType="CLOSED_PLANAR",
+                    NumberOfContourPoints=len(points),
+                    ContourNumber=len(contours) + 1,
+                    ContourData=_ds_text(index_to_patient(points, ct)),
                 )
-        rois.append(
-            _item(
-                ROINumber=value,
-                ReferencedFrameOfReferenceUID=frame_uid,
-                ROIName=name,
-                ROIGenerationAlgorithm="AUTOMATIC",
-                ROIGenerationDescription=f"{software} {version}",
             )
-        )
-        roi_contour = _item(ReferencedROINumber=value, ROIDisplayColor=[int(c) for c in colour])
-        if contours:  # an empty ROI has no Contour Sequence (type 3), not an empty one
-            roi_contour.ContourSequence = DicomSequence(contours)
-        roi_contours.append(roi_contour)
-        observations.append(
-            _item(
-                ObservationNumber=value,
-                ReferencedROINumber=value,
-                RTROIInterpretedType="ORGAN",
-                ROIInterpreter="",
-            )
-        )
-    ds.StructureSetROISequence = DicomSequence(rois)
-    ds.ROIContourSequence = DicomSequence(roi_contours)
-    ds.RTROIObservationsSequence = DicomSequence(observations)
-    write_atomic(out_path, lambda tmp: ds.save_as(tmp, enforce_file_format=True))
+    roi_contour = _item(ReferencedROINumber=value, ROIDisplayColor=[int(c) for c in colour])
+    if contours:  # an empty ROI has no Contour Sequence (type 3), not an empty one
+        roi_contour.ContourSequence = DicomSequence(contours)
+    return roi_contour
 
 
 # --------------------------------------------------------------------------------------- reading
@@ -358,14 +376,54 @@ def load_rtstruct(
     it; names match case-insensitively, ignoring surrounding blanks.
     """
     path = Path(path)
-    table = _name_table(regions, aliases)
+    table = _name_table(regions, aliases)  # the config first: its error needs no file
     ds = _read_dataset(path, patient)
+    names, frames, contours_of = _roi_table(ds, path, patient)
+    by_region, ignored = _match_regions(names, table, regions, aliases, path, patient)
+    fallback = _frame_uids(ds)
+    for number in by_region.values():
+        frame = frames[number] or (fallback[0] if len(fallback) == 1 else "")
+        if frame_of_reference not in (frame, uid_digest(frame)):
+            raise PatientDataError(
+                patient,
+                path,
+                f"ROI '{names[number]}' is in frame of reference '{frame}', not the CT's "
+                f"('{frame_of_reference}'): the contours were drawn on another scan",
+                "export the structure set drawn on this patient's planning CT (the sheet's ct "
+                "series), or register it to that CT first",
+            )
+    size_x, size_y, size_z = ct.GetSize()
+    label = np.zeros((size_z, size_y, size_x), dtype=np.uint8)
+    counts: dict[str, int] = {}
+    overlap = 0
+    for region, number in sorted(by_region.items(), key=lambda kv: regions[kv[0]]):
+        per_slice: dict[int, list[np.ndarray]] = {}
+        for c, contour in enumerate(contours_of.get(number, [])):
+            k, polygon = _contour_on_slice(contour, c, names[number], ct, path, patient)
+            per_slice.setdefault(k, []).append(polygon)
+        for k, polygons in per_slice.items():
+            filled = fill_polygons(polygons, (size_y, size_x))
+            overlap += int(np.count_nonzero(filled & (label[k] != 0)))
+            label[k][filled] = regions[region]
+        counts[region] = sum(len(p) for p in per_slice.values())
+    return RtstructLabel(
+        image=image_like(label, ct),
+        matched={region: names[number] for region, number in by_region.items()},
+        ignored=sorted(ignored),
+        contours=counts,
+        overlap_voxels=overlap,
+    )
+
+
+def _roi_table(
+    ds: Dataset, path: Path, patient: str | None
+) -> tuple[dict[int, str], dict[int, str], dict[int, list]]:
+    """ROI number -> name, -> frame of reference UID, -> its contour items."""
     try:
         roi_items = list(ds.StructureSetROISequence)
         contour_items = list(ds.get("ROIContourSequence", []))
     except AttributeError:
         raise _malformed(patient, path, "no StructureSetROISequence") from None
-
     names: dict[int, str] = {}
     frames: dict[int, str] = {}
     for item in roi_items:
@@ -373,7 +431,24 @@ def load_rtstruct(
             raise _malformed(patient, path, "a StructureSetROISequence item has no ROINumber")
         names[int(item.ROINumber)] = str(item.get("ROIName", "")).strip()
         frames[int(item.ROINumber)] = str(item.get("ReferencedFrameOfReferenceUID", ""))
+    contours_of = {
+        int(item.ReferencedROINumber): list(item.get("ContourSequence", []))
+        for item in contour_items
+        if "ReferencedROINumber" in item
+    }
+    return names, frames, contours_of
 
+
+def _match_regions(
+    names: Mapping[int, str],
+    table: Mapping[str, str],
+    regions: Mapping[str, int],
+    aliases: Mapping[str, Sequence[str]] | None,
+    path: Path,
+    patient: str | None,
+) -> tuple[dict[str, int], list[str]]:
+    """{region: its one ROI number} and the names of the ROIs that match no region (``table``:
+    case-folded ROI name -> region, from ``_name_table``)."""
     by_region: dict[str, list[int]] = {}
     ignored = []
     for number, name in names.items():
@@ -402,81 +477,48 @@ def load_rtstruct(
                 f"ROIs {', '.join(repr(names[n]) for n in numbers)} all map to region '{region}'",
                 "keep one ROI per region (merge or rename the others) or change the aliases",
             )
+    return {region: numbers[0] for region, numbers in by_region.items()}, ignored
 
-    fallback = _frame_uids(ds)
-    for (number,) in by_region.values():
-        frame = frames[number] or (fallback[0] if len(fallback) == 1 else "")
-        if frame_of_reference not in (frame, uid_digest(frame)):
-            raise PatientDataError(
-                patient,
-                path,
-                f"ROI '{names[number]}' is in frame of reference '{frame}', not the CT's "
-                f"('{frame_of_reference}'): the contours were drawn on another scan",
-                "export the structure set drawn on this patient's planning CT (the sheet's ct "
-                "series), or register it to that CT first",
-            )
 
-    contours_of = {
-        int(item.ReferencedROINumber): list(item.get("ContourSequence", []))
-        for item in contour_items
-        if "ReferencedROINumber" in item
-    }
-    size_x, size_y, size_z = ct.GetSize()
-    label = np.zeros((size_z, size_y, size_x), dtype=np.uint8)
-    counts: dict[str, int] = {}
-    overlap = 0
-    for region, (number,) in sorted(by_region.items(), key=lambda kv: regions[kv[0]]):
-        per_slice: dict[int, list[np.ndarray]] = {}
-        roi = names[number]
-        for c, contour in enumerate(contours_of.get(number, [])):
-            kind = str(contour.get("ContourGeometricType", ""))
-            if kind != "CLOSED_PLANAR":
-                raise PatientDataError(
-                    patient,
-                    path,
-                    f"ROI '{roi}' contour {c + 1} is {kind or 'untyped'}, not CLOSED_PLANAR",
-                    "draw the ABM regions as closed contours (no points or open lines)",
-                )
-            data = np.array([float(v) for v in contour.get("ContourData", [])])
-            if data.size < 9 or data.size % 3:
-                raise _malformed(
-                    patient,
-                    path,
-                    f"ROI '{roi}' contour {c + 1} has {data.size} "
-                    "coordinates (needs 3 per point, at least 3 points)",
-                )
-            index = _world_to_index(data.reshape(-1, 3), ct)
-            k = int(np.rint(index[:, 2].mean()))
-            off = float(np.max(np.abs(index[:, 2] - k)))
-            if off > SLICE_TOLERANCE or not 0 <= k < size_z:
-                where = (
-                    f"{off:.2f} of a slice step from the nearest CT slice"
-                    if 0 <= k < size_z
-                    else f"outside the CT's {size_z} slices (index {index[:, 2].mean():.1f})"
-                )
-                raise PatientDataError(
-                    patient,
-                    path,
-                    f"ROI '{roi}' contour {c + 1} lies {where}; contours must lie on CT slice "
-                    f"positions (within {SLICE_TOLERANCE} of a slice step)",
-                    "export the structure set drawn on this patient's CT series (the one in the "
-                    "sheet), not on a resampled or different reconstruction",
-                )
-            per_slice.setdefault(k, []).append(index[:, 1::-1])  # (row, column) = (y, x)
-        for k, polygons in per_slice.items():
-            filled = fill_polygons(polygons, (size_y, size_x))
-            overlap += int(np.count_nonzero(filled & (label[k] != 0)))
-            label[k][filled] = regions[region]
-        counts[region] = sum(len(p) for p in per_slice.values())
-
-    image = image_like(label, ct)
-    return RtstructLabel(
-        image=image,
-        matched={region: names[numbers[0]] for region, numbers in by_region.items()},
-        ignored=sorted(ignored),
-        contours=counts,
-        overlap_voxels=overlap,
-    )
+def _contour_on_slice(
+    contour: Dataset, c: int, roi: str, ct: sitk.Image, path: Path, patient: str | None
+) -> tuple[int, np.ndarray]:
+    """Contour ``c`` of ROI ``roi`` as (CT slice index, (row, column) polygon), checked."""
+    kind = str(contour.get("ContourGeometricType", ""))
+    if kind != "CLOSED_PLANAR":
+        raise PatientDataError(
+            patient,
+            path,
+            f"ROI '{roi}' contour {c + 1} is {kind or 'untyped'}, not CLOSED_PLANAR",
+            "draw the ABM regions as closed contours (no points or open lines)",
+        )
+    data = np.array([float(v) for v in contour.get("ContourData", [])])
+    if data.size < 9 or data.size % 3:
+        raise _malformed(
+            patient,
+            path,
+            f"ROI '{roi}' contour {c + 1} has {data.size} "
+            "coordinates (needs 3 per point, at least 3 points)",
+        )
+    index = _world_to_index(data.reshape(-1, 3), ct)
+    size_z = ct.GetSize()[2]
+    k = int(np.rint(index[:, 2].mean()))
+    off = float(np.max(np.abs(index[:, 2] - k)))
+    if off > SLICE_TOLERANCE or not 0 <= k < size_z:
+        where = (
+            f"{off:.2f} of a slice step from the nearest CT slice"
+            if 0 <= k < size_z
+            else f"outside the CT's {size_z} slices (index {index[:, 2].mean():.1f})"
+        )
+        raise PatientDataError(
+            patient,
+            path,
+            f"ROI '{roi}' contour {c + 1} lies {where}; contours must lie on CT slice "
+            f"positions (within {SLICE_TOLERANCE} of a slice step)",
+            "export the structure set drawn on this patient's CT series (the one in the "
+            "sheet), not on a resampled or different reconstruction",
+        )
+    return k, index[:, 1::-1]  # (row, column) = (y, x)
 
 
 def read_rtstruct(

@@ -29,6 +29,7 @@ from pathlib import Path
 import highdicom as hd
 import numpy as np
 import SimpleITK as sitk
+from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import SegmentationStorage, generate_uid
 
@@ -241,6 +242,39 @@ def read_dicom_seg(
     CT's, or whose segments overlap, is refused.
     """
     path = Path(path)
+    seg = _read_binary_seg(path, patient)
+    geometry = Geometry.of(ct)
+    _check_frame_geometry(seg, geometry, path, patient)
+    values = _segment_values(seg, regions, path, patient)
+    pixels = seg.pixel_array
+    if pixels.ndim == 2:
+        pixels = pixels[np.newaxis]
+    frames = seg.PerFrameFunctionalGroupsSequence
+    if len(frames) != pixels.shape[0]:
+        raise _refuse(
+            path, f"{len(frames)} frame descriptions for {pixels.shape[0]} frames", patient
+        )
+    size_x, size_y, size_z = geometry.size
+    labels = np.zeros((size_z, size_y, size_x), dtype=np.uint8)
+    for frame, item in zip(pixels, frames, strict=True):
+        number = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        if number not in values:
+            raise _refuse(path, f"a frame refers to the undescribed segment {number}", patient)
+        k = _frame_slice(item, geometry, path, patient)
+        mask = frame != 0
+        clash = mask & (labels[k] != 0) & (labels[k] != values[number])
+        if clash.any():
+            raise _refuse(
+                path, f"segments overlap on slice {k}: not representable as one label", patient
+            )
+        labels[k][mask] = values[number]
+    image = sitk.GetImageFromArray(labels)
+    image.CopyInformation(ct)
+    return image
+
+
+def _read_binary_seg(path: Path, patient: str | None) -> hd.seg.Segmentation:
+    """The file as a highdicom Segmentation, refused unless it is a BINARY DICOM SEG."""
     try:
         seg = hd.seg.segread(path)
     except Exception as exc:  # pydicom/highdicom raise many types for a bad file
@@ -253,9 +287,15 @@ def read_dicom_seg(
         raise _refuse(
             path, f"SegmentationType {seg.SegmentationType} (only BINARY is read)", patient
         )
-    geometry = Geometry.of(ct)
+    return seg
+
+
+def _check_frame_geometry(
+    seg: hd.seg.Segmentation, geometry: Geometry, path: Path, patient: str | None
+) -> None:
+    """The SEG's frames must have the CT's matrix, orientation and pixel spacing."""
     direction = np.array(geometry.direction).reshape(3, 3)
-    size_x, size_y, size_z = geometry.size
+    size_x, size_y, _ = geometry.size
     if (int(seg.Rows), int(seg.Columns)) != (size_y, size_x):
         raise _refuse(
             path,
@@ -279,43 +319,23 @@ def read_dicom_seg(
             f"{list(geometry.spacing[1::-1])}",
             patient,
         )
-    values = _segment_values(seg, regions, path, patient)
 
-    pixels = seg.pixel_array
-    if pixels.ndim == 2:
-        pixels = pixels[np.newaxis]
-    frames = seg.PerFrameFunctionalGroupsSequence
-    if len(frames) != pixels.shape[0]:
-        raise _refuse(
-            path, f"{len(frames)} frame descriptions for {pixels.shape[0]} frames", patient
-        )
-    origin = np.array(geometry.origin)
+
+def _frame_slice(item: Dataset, geometry: Geometry, path: Path, patient: str | None) -> int:
+    """The CT slice index a frame lies on (by its own ImagePositionPatient), or a refusal."""
+    direction = np.array(geometry.direction).reshape(3, 3)
     step = np.array(geometry.spacing)
-    labels = np.zeros((size_z, size_y, size_x), dtype=np.uint8)
-    for frame, item in zip(pixels, frames, strict=True):
-        number = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
-        if number not in values:
-            raise _refuse(path, f"a frame refers to the undescribed segment {number}", patient)
-        position = np.array(item.PlanePositionSequence[0].ImagePositionPatient, dtype=float)
-        offset_mm = direction.T @ (position - origin)  # along the x, y, z index axes
-        k = int(round(offset_mm[2] / step[2]))
-        if (
-            not np.allclose(offset_mm[:2], 0, atol=POSITION_TOLERANCE_MM)
-            or abs(offset_mm[2] - k * step[2]) > POSITION_TOLERANCE_MM
-            or not 0 <= k < size_z
-        ):
-            raise _refuse(
-                path,
-                f"a frame at {position.tolist()} does not lie on a slice of the CT grid",
-                patient,
-            )
-        mask = frame != 0
-        clash = mask & (labels[k] != 0) & (labels[k] != values[number])
-        if clash.any():
-            raise _refuse(
-                path, f"segments overlap on slice {k}: not representable as one label", patient
-            )
-        labels[k][mask] = values[number]
-    image = sitk.GetImageFromArray(labels)
-    image.CopyInformation(ct)
-    return image
+    position = np.array(item.PlanePositionSequence[0].ImagePositionPatient, dtype=float)
+    offset_mm = direction.T @ (position - np.array(geometry.origin))  # along the index axes
+    k = int(round(offset_mm[2] / step[2]))
+    if (
+        not np.allclose(offset_mm[:2], 0, atol=POSITION_TOLERANCE_MM)
+        or abs(offset_mm[2] - k * step[2]) > POSITION_TOLERANCE_MM
+        or not 0 <= k < geometry.size[2]
+    ):
+        raise _refuse(
+            path,
+            f"a frame at {position.tolist()} does not lie on a slice of the CT grid",
+            patient,
+        )
+    return k
