@@ -358,3 +358,15 @@ def test_weights_that_do_not_fit_their_network_are_refused(bundle, monkeypatch):
     monkeypatch.setattr(torch, "load", out_of_memory)
     with pytest.raises(MemoryError):  # the machine, not the bundle: not reported as damage
         load_model_bundle(bundle, device=CPU)
+
+
+def test_the_same_model_gives_the_same_weight_bytes_wherever_it_is_written(tmp_path, model_pts):
+    """torch.save to a path names the archive after the (random temporary) file; the digests of
+    two bundles of one model must still agree, and match the trained model's own reload."""
+    first = write(tmp_path / "a", model_pts["full"])["networks"]
+    second = write(tmp_path / "elsewhere" / "b", model_pts["full"])["networks"]
+    assert first == second
+    assert set(first) == {"g_ct2pet", "diffusion", "mpfpsn"}
+    again = tmp_path / "model_copy.pt"
+    write_trained_model(again, read_trained_model(model_pts["full"]))
+    assert again.read_bytes() == model_pts["full"].read_bytes()

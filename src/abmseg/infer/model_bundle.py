@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 import abmseg
-from abmseg.atomic import atomic_path, write_json
+from abmseg.atomic import write_json
 from abmseg.errors import ConfigError, PatientDataError
 from abmseg.infer.networks import model_maker, pick_device
 from abmseg.infer.patient import Predictor
@@ -46,6 +46,7 @@ from abmseg.models.trained_model import (
     inference_diffusion_preset,
     load_failure_reason,
     read_trained_model,
+    save_torch_atomic,
 )
 from abmseg.preprocess.convert import ConvertSettings
 from abmseg.preprocess.normalise import NormaliseSettings
@@ -171,8 +172,7 @@ def write_model_bundle(
     networks = {}
     for name in [name for name, (key, _) in BUILDERS.items() if key in presets]:
         path = folder / WEIGHTS / f"{name}.pt"
-        with atomic_path(path) as tmp:
-            torch.save(model["state"][name], tmp)
+        save_torch_atomic(path, model["state"][name])
         networks[name] = {
             "file": f"{WEIGHTS}/{name}.pt",
             "sha256": sha256_file(path),

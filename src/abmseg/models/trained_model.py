@@ -61,12 +61,22 @@ def trained_model_content(
     }
 
 
-def write_trained_model(path: str | Path, content: dict[str, Any]) -> Path:
-    """``torch.save`` the trained model to a temporary file and rename it onto ``path`` (atomic)."""
+def save_torch_atomic(path: str | Path, obj: Any) -> Path:
+    """``torch.save`` to a temporary file renamed onto ``path`` (atomic), byte-reproducibly.
+
+    Saved to a path, torch names the archive's inner folder after the file, here the random
+    temporary name, so equal weights gave different bytes and sha256 (a bundle's digests changed
+    with every write). Through a file handle the folder is always ``archive``.
+    """
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(content, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(obj, handle)
     return path
+
+
+def write_trained_model(path: str | Path, content: dict[str, Any]) -> Path:
+    """The trained model (``trained_model_content``) as ``path``, atomically."""
+    return save_torch_atomic(path, content)
 
 
 def read_trained_model(path: str | Path) -> dict[str, Any]:
