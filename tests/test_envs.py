@@ -1,15 +1,14 @@
 """Conda environment pins must equal pyproject.toml's, and each rule's env must pin every
 third-party module its script imports (directly or through abmseg)."""
 
-import ast
 import re
 import sys
 import tomllib
-from functools import cache
 from pathlib import Path
 
 import pytest
 import yaml
+from import_scan import runnable_imports
 
 ROOT = Path(__file__).resolve().parents[1]
 PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([^\s;]+)\s*$")
@@ -148,40 +147,6 @@ def _module_file(name, src):
     return None
 
 
-def _type_checking_nodes(tree):
-    """ids of every node under ``if TYPE_CHECKING:`` (such imports never run)."""
-    skipped = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING"):
-            for child in node.body:
-                skipped.update(id(n) for n in ast.walk(child))
-    return skipped
-
-
-@cache
-def _imports(path, module):
-    """(name, line, is_module) of every import in ``path`` that can run, at any depth. ``from m
-    import a`` gives ``m`` (a module) and ``m.a`` (a submodule or just a name). Relative imports
-    are resolved against ``module``, the file's dotted name."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    skipped = _type_checking_nodes(tree)
-    found = []
-    for node in ast.walk(tree):
-        if id(node) in skipped:
-            continue
-        if isinstance(node, ast.Import):
-            found += [(alias.name, node.lineno, True) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                package = (module or "").split(".")
-                keep = len(package) - node.level + (path.name == "__init__.py")
-                base = ".".join([*package[:keep], *([base] if base else [])])
-            found.append((base, node.lineno, True))
-            found += [(f"{base}.{alias.name}", node.lineno, False) for alias in node.names]
-    return tuple(found)
-
-
 def _third_party_imports(script, src=SRC, package="abmseg"):
     """{top-level module: import chain} of every non-stdlib module ``script`` may import, itself
     or through ``package``'s modules under ``src``. Breadth first: each chain is a shortest one."""
@@ -191,7 +156,7 @@ def _third_party_imports(script, src=SRC, package="abmseg"):
     found = {}
     while queue:
         path, module, chain = queue.pop(0)
-        for name, line, is_module in _imports(path, module):
+        for name, line, is_module in runnable_imports(path, module):
             top = name.split(".")[0]
             if top != package:
                 if top not in sys.stdlib_module_names and top not in found:

@@ -4,10 +4,10 @@ A layer that imports a layer above it (or a sibling it must not know) makes a cy
 later: io/ <-> rt/ and infer/ -> train/ were both found in a review and removed.
 """
 
-import ast
 from pathlib import Path
 
 import pytest
+from import_scan import runnable_imports
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "abmseg"
 
@@ -22,22 +22,12 @@ FORBIDDEN = {
 
 
 def imported_abmseg_packages(path: Path, package: Path = PACKAGE) -> set[str]:
-    """The part after ``abmseg.`` of every import in ``path``, relative ones resolved."""
-    tree = ast.parse(path.read_text())
-    own = path.relative_to(package).parts[:-1]
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = list(own[: len(own) - node.level + 1])
-                module = ".".join(["abmseg", *base, *([node.module] if node.module else [])])
-            else:
-                module = node.module or ""
-            names.add(module)
-            names.update(f"{module}.{alias.name}" for alias in node.names)
-    return {n.split(".")[1] for n in names if n.startswith("abmseg.") and n.count(".") >= 1}
+    """The part after ``abmseg.`` of every import in ``path`` that can run, relative ones
+    resolved."""
+    parts = path.relative_to(package).with_suffix("").parts
+    module = ".".join(["abmseg", *(parts[:-1] if parts[-1] == "__init__" else parts)])
+    names = {name for name, _, _ in runnable_imports(path, module)}
+    return {n.split(".")[1] for n in names if n.startswith("abmseg.")}
 
 
 @pytest.mark.parametrize("layer", sorted(FORBIDDEN))
