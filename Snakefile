@@ -17,6 +17,7 @@ include: "workflow/rules/infer.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/predict.smk"
 include: "workflow/rules/export.smk"
+include: "workflow/rules/study.smk"
 
 
 localrules:

@@ -25,7 +25,7 @@ from abmseg.train.distributed import DistEnv
 from abmseg.train.engine import Trainer, TrainJob, run_training
 from abmseg.train.progress import read_losses_csv
 from abmseg.train.settings import TrainSettings
-from abmseg.variants import VARIANTS, final_stage, has_stage2
+from abmseg.variants import VARIANTS, final_stage, has_stage2, stage1_owner
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (6, 40, 48)  # (z, y, x) per patient
@@ -137,6 +137,14 @@ def test_variant_table():
     assert final_stage("cyclegan") == 1 and final_stage("full") == 2
     assert VARIANTS["full"].joint and not VARIANTS["fusion"].joint
     assert VARIANTS["cyclegan"].fusion == "concat" and VARIANTS["ct_only"].modalities == "ct"
+    # equal budget: every variant has a stage 2 (the variants without diffusion train on)
+    assert all(has_stage2(v, equal_budget=True) for v in VARIANTS)
+    assert final_stage("ct_only", equal_budget=True) == 2
+    # stage 1 is trained once where it is the same: only the diffusion tells these two apart
+    assert stage1_owner("diffusion") == "cyclegan"
+    assert {v: stage1_owner(v) for v in VARIANTS if v != "diffusion"} == {
+        "ct_only": "ct_only", "cyclegan": "cyclegan", "fusion": "fusion", "full": "full"
+    }  # fmt: skip
 
 
 def test_settings_from_the_real_config():
@@ -233,6 +241,31 @@ def test_stage2_starts_from_the_stage1_bundle(cohort, full_runs, tmp_path):
     assert [row["global_epoch"] for row in bundle["history"]] == [0, 1, 2, 3]
     rows = read_losses_csv(full_runs["stage2"].parent / "losses.csv")
     assert all(math.isfinite(float(rows[-1][k])) for k in ("diff_mse", "diff_total", "seg_total"))
+
+
+def test_diffusion_starts_stage2_from_the_cyclegan_stage1(cohort, tmp_path):
+    """cyclegan and diffusion train the same stage 1; diffusion's stage 2 takes cyclegan's."""
+    stage1 = train(cohort, tmp_path / "cyclegan_s1", "cyclegan")
+    model = train(cohort, tmp_path / "diffusion_s2", "diffusion", stage=2, init=stage1)
+    bundle = read_trained_model(model)
+    assert (bundle["variant"], bundle["stage"]) == ("diffusion", 2)
+    assert "diffusion" in bundle["state"]
+    own_stage1 = train(cohort, tmp_path / "diffusion_s1", "diffusion")
+    assert_identical(stage1, own_stage1)  # the shared stage 1 is exactly what it would train
+
+
+def test_equal_budget_trains_a_variant_without_diffusion_through_stage2(cohort, tmp_path):
+    stage1 = train(cohort, tmp_path / "s1", "ct_only", equal_budget=True)
+    with pytest.raises(ValueError, match="has no stage 2"):
+        train(cohort, tmp_path / "paper", "ct_only", stage=2, init=stage1)
+    model = train(cohort, tmp_path / "s2", "ct_only", stage=2, init=stage1, equal_budget=True)
+    bundle = read_trained_model(model)
+    assert (bundle["stage"], bundle["global_epochs"], set(bundle["state"])) == (2, 2, {"mpfpsn"})
+    before = read_trained_model(stage1)["state"]["mpfpsn"]
+    changed = [k for k, v in bundle["state"]["mpfpsn"].items() if not torch.equal(v, before[k])]
+    assert changed  # it trained on
+    rows = read_losses_csv(tmp_path / "s2" / "losses.csv")
+    assert [int(r["global_epoch"]) for r in rows] == [1] and "seg_total" in rows[0]
 
 
 def test_stage2_refuses_a_foreign_bundle(cohort, full_runs, tmp_path):

@@ -39,6 +39,16 @@ STAGE_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "evaluate": ("regions", "metrics", "normalise.suv_ceiling"),
     "bundle": ("seed", "regions", "crop", "normalise", "inference", "training.body_threshold"),
     "export": ("regions",),
+    "study": (
+        "seed",
+        "regions",
+        "study",
+        "inference",
+        "metrics",
+        "training.body_threshold",
+        "training.spet_t_fraction",
+        "normalise.suv_ceiling",
+    ),
 }
 RESULT_FREE_KEYS = {"train": ("training.workers",)}
 

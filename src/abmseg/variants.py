@@ -60,14 +60,37 @@ def get_variant(name: str) -> VariantSpec:
         raise ValueError(f"unknown variant {name!r}; choose one of {list(VARIANTS)}") from None
 
 
-def has_stage2(variant: str) -> bool:
-    """Stage 2 adds the diffusion refiner, so only variants that use it have one."""
-    return get_variant(variant).uses_diffusion
+def has_stage2(variant: str, equal_budget: bool = False) -> bool:
+    """Stage 2 adds the diffusion refiner, so only variants that use it have one, unless every
+    variant gets the same epoch budget (``training.equal_budget``): then a variant without the
+    diffusion trains its stage-1 networks on through stage 2's epochs and learning rates."""
+    return equal_budget or get_variant(variant).uses_diffusion
 
 
-def final_stage(variant: str) -> int:
-    """The stage whose bundle is the variant's finished model (what inference loads)."""
-    return 2 if has_stage2(variant) else 1
+def final_stage(variant: str, equal_budget: bool = False) -> int:
+    """The stage whose model is the variant's finished model (what inference loads)."""
+    return 2 if has_stage2(variant, equal_budget) else 1
 
 
-__all__ = ["VARIANTS", "VariantSpec", "final_stage", "get_variant", "has_stage2"]
+def stage1_key(spec: VariantSpec) -> tuple:
+    """What stage 1 trains for a variant: the diffusion only joins in stage 2, so variants that
+    differ only by it (cyclegan and diffusion) train the very same stage 1."""
+    return (spec.uses_cyclegan, spec.fusion, spec.modalities, spec.joint)
+
+
+def stage1_owner(variant: str) -> str:
+    """The variant whose stage-1 model ``variant`` starts stage 2 from: the first variant of the
+    table with the same stage 1 (diffusion -> cyclegan), so that stage 1 is trained once."""
+    key = stage1_key(get_variant(variant))
+    return next(name for name, spec in VARIANTS.items() if stage1_key(spec) == key)
+
+
+__all__ = [
+    "VARIANTS",
+    "VariantSpec",
+    "final_stage",
+    "get_variant",
+    "has_stage2",
+    "stage1_key",
+    "stage1_owner",
+]

@@ -10,7 +10,8 @@ from abmseg.errors import UserError
 from abmseg.infer.model_bundle import resolve_configured_bundle
 from abmseg.io.dicom_series import list_dicom_files
 from abmseg.settings import stage_config as config_of_stage
-from abmseg.variants import VARIANTS as VARIANT_SPECS
+from abmseg.study.plan import StudyPlan
+from abmseg.variants import final_stage, stage1_owner
 
 # Snakemake builds a graph of Python objects per job; with CPython's default thresholds the
 # cyclic collector walks it again and again: this cuts a 10,000-patient dry run by about 15%
@@ -39,6 +40,10 @@ MODEL_PRESET_FILES = [
     for network in ("cyclegan", "diffusion", "mpfpsn")
 ]
 VARIANTS = config["variants"]
+EQUAL_BUDGET = config["training"].get("equal_budget", False)
+# Stage 1 is trained once per distinct stage 1: diffusion starts from cyclegan's (whose folder
+# is trained even when cyclegan itself is not a configured variant).
+STAGE1_VARIANTS = sorted({stage1_owner(v) for v in VARIANTS} | set(VARIANTS))
 
 
 # The bundle CT-only patients are predicted with: a configured folder (verified now, once; no
@@ -60,11 +65,16 @@ elif CT_ONLY_PATIENTS and not SCORED_PATIENTS:
         "results/bundles/<variant> of an earlier run)"
     )
 FIGURE_PATIENTS = TEST_PATIENTS[:3]
+STUDY = StudyPlan.from_config(config)
+STUDY_BASELINES = STUDY.baselines
+STUDY_REFERENCES = STUDY.references
+STUDY_METHODS = STUDY.methods(VARIANTS)
+SAMPLER_POINTS = STUDY.sampler_points(config)
 
 
 wildcard_constraints:
     patient="[A-Za-z0-9_-]+",
-    variant="|".join(VARIANTS),
+    variant="|".join(STAGE1_VARIANTS),
 
 
 def res(rule_name, key):
@@ -152,8 +162,13 @@ def scheduler_resources(rule_name, gpu_job=None):
 
 
 def final_model(wildcards):
-    stage = 2 if VARIANT_SPECS[wildcards.variant].uses_diffusion else 1
+    stage = final_stage(wildcards.variant, EQUAL_BUDGET)
     return f"results/models/{wildcards.variant}/stage{stage}/model.pt"
+
+
+def stage1_model(wildcards):
+    """The stage-1 model a variant's stage 2 starts from (shared where stage 1 is the same)."""
+    return f"results/models/{stage1_owner(wildcards.variant)}/stage1/model.pt"
 
 
 def test_metrics(wildcards):
@@ -190,6 +205,83 @@ def get_final_outputs(wildcards):
         )
         + ["results/metrics/summary.md", "results/split.tsv"]
         + dicom_exports()
+        + (["results/study/summary.md"] if STUDY.enabled else [])
+    )
+
+
+def study_training_volumes(wildcards):
+    """What the baselines are fitted on: the training patients' cropped CT, PET and label."""
+    require_split()
+    return expand(
+        "results/cropped/{patient}/{image}.nii.gz",
+        patient=TRAIN_PATIENTS,
+        image=["ct", "pet_suv", "label"],
+    )
+
+
+def scored_volumes(patients):
+    return expand(
+        "results/{folder}/{patient}/{image}.nii.gz",
+        zip,
+        folder=["normalized", "cropped", "cropped", "cropped"] * len(patients),
+        patient=[p for p in patients for _ in range(4)],
+        image=["ct", "pet_suv", "label", "ct"] * len(patients),
+    )
+
+
+def start_selection_patients(wildcards=None):
+    """Training patients the partial start step is chosen on (never a test patient)."""
+    require_split()
+    return TRAIN_PATIENTS[: STUDY.start_selection_patients]
+
+
+def start_selection_volumes(wildcards):
+    return scored_volumes(start_selection_patients())
+
+
+def test_volumes(wildcards):
+    require_split()
+    return scored_volumes(TEST_PATIENTS)
+
+
+def sampler_start_input(wildcards):
+    """A sweep point from the best partial start reads the start chosen on training patients."""
+    if wildcards.point.endswith("-best"):
+        return "results/study/start_selection.json"
+    return []
+
+
+def trained_models(wildcards):
+    """Every trained model of the run's variants, both stages."""
+    return sorted(
+        {
+            f"results/models/{name}/stage1/model.pt"
+            for name in (stage1_owner(v) for v in VARIANTS)
+        }
+        | {
+            f"results/models/{v}/stage2/model.pt"
+            for v in VARIANTS
+            if final_stage(v, EQUAL_BUDGET) == 2
+        }
+    )
+
+
+def test_raw_inputs(wildcards):
+    """The test patients' raw inputs (series folders and labels), for the leakage check."""
+    return [
+        str(patients.loc[p, column])
+        for p in TEST_PATIENTS
+        for column in ("ct", "pet", "label")
+    ]
+
+
+def study_metrics(wildcards):
+    """Every test patient's scores of every method of the study."""
+    require_split()
+    return expand(
+        "results/metrics/{method}/{patient}.json",
+        method=STUDY_METHODS,
+        patient=TEST_PATIENTS,
     )
 
 

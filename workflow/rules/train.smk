@@ -34,7 +34,7 @@ rule train_stage2:
     input:
         volumes=training_volumes,
         presets=MODEL_PRESET_FILES,
-        init="results/models/{variant}/stage1/model.pt",
+        init=stage1_model,
     output:
         model="results/models/{variant}/stage2/model.pt",
         losses="results/models/{variant}/stage2/losses.csv",

@@ -44,7 +44,7 @@ class _Metrics:
 
 
 def patient_scores(
-    spet_suv: np.ndarray,
+    spet_suv: np.ndarray | None,
     pet_suv: np.ndarray,
     body_mask: np.ndarray,
     pred_labels: np.ndarray,
@@ -58,17 +58,22 @@ def patient_scores(
 
     ``max_suv`` is PSNR's MAX and SSIM's data range (the SUV normalisation ceiling). The real
     PET is clipped to [0, max_suv] first: the networks see and produce SUV only in that range
-    (the normalisation), so the bladder above it would otherwise cap every score.
+    (the normalisation), so the bladder above it would otherwise cap every score. A method
+    without a synthetic PET (``spet_suv`` None: a baseline of the validation study) gets
+    ``synthesis`` None.
     """
-    pet_suv = np.clip(pet_suv, 0.0, max_suv)
-    return {
-        "synthesis": {
+    synthesis = None
+    if spet_suv is not None:
+        pet_suv = np.clip(pet_suv, 0.0, max_suv)
+        synthesis = {
             "psnr_db": psnr(spet_suv, pet_suv, max_suv, body_mask),
             "ssim": ssim(spet_suv, pet_suv, max_suv, body_mask, ssim_sigma),
             "nmse": nmse(spet_suv, pet_suv, body_mask),
             "max_suv": max_suv,
             "body_voxels": int(np.count_nonzero(body_mask)),
-        },
+        }
+    return {
+        "synthesis": synthesis,
         "segmentation": region_scores(pred_labels, gt_labels, spacing_zyx, regions),
     }
 
@@ -86,7 +91,7 @@ def flatten(patient: str, variant: str, scores: dict) -> dict:
 
 def score_patient_files(
     patient: str,
-    spet_path: str | Path,
+    spet_path: str | Path | None,
     abm_path: str | Path,
     pet_path: str | Path,
     label_path: str | Path,
@@ -95,17 +100,20 @@ def score_patient_files(
 ) -> dict:
     """Read one patient's prediction and truth (all on the cropped grid) and score them.
 
-    The body mask is recomputed from the cropped CT (HU) the same way the crop made it.
+    The body mask is recomputed from the cropped CT (HU) the same way the crop made it. A method
+    without a synthetic PET passes ``spet_path`` None and is scored on its mask only.
     """
+    sources = (
+        ("spet", spet_path, "infer"),
+        ("abm", abm_path, "infer"),
+        ("pet", pet_path, "crop"),
+        ("label", label_path, "crop"),
+        ("ct", ct_path, "crop"),
+    )
     images = {
         name: read_nifti(path, patient, made_by=maker)
-        for name, path, maker in (
-            ("spet", spet_path, "infer"),
-            ("abm", abm_path, "infer"),
-            ("pet", pet_path, "crop"),
-            ("label", label_path, "crop"),
-            ("ct", ct_path, "crop"),
-        )
+        for name, path, maker in sources
+        if path is not None
     }
     arrays = {name: sitk.GetArrayFromImage(image) for name, image in images.items()}
     shapes = {name: array.shape for name, array in arrays.items()}
@@ -119,7 +127,7 @@ def score_patient_files(
     body, _ = body_mask(arrays["ct"])
     spacing_zyx = tuple(reversed(images["ct"].GetSpacing()))
     scores = patient_scores(
-        arrays["spet"],
+        arrays.get("spet"),
         arrays["pet"],
         body,
         arrays["abm"],

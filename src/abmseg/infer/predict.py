@@ -68,7 +68,7 @@ def predict_batch(
     spet = None
     if networks.g_ct2pet is not None:
         spet = networks.g_ct2pet(ct)
-        if networks.diffusion is not None:
+        if networks.diffusion is not None and settings.sampler != "pseudo":
             spet = networks.diffusion.refine(
                 spet,
                 ct,

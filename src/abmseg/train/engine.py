@@ -78,7 +78,7 @@ from abmseg.train.settings import TrainSettings, resume_differences
 from abmseg.train.slices import SliceDataset, SliceIndex, make_loader
 from abmseg.train.stage1 import CycleGANView, StepModules, stage1_step
 from abmseg.train.stage2 import stage2_step
-from abmseg.variants import get_variant
+from abmseg.variants import get_variant, has_stage2, stage1_owner
 
 CHECKPOINT_FORMAT = 1
 log = logging.getLogger(__name__)
@@ -98,11 +98,14 @@ class TrainJob:
     backend: str | None = None  # DDP backend; None: nccl on GPU, gloo on CPU
 
     def __post_init__(self) -> None:
-        spec = get_variant(self.variant)
+        get_variant(self.variant)  # refuses an unknown name
         if self.stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {self.stage}")
-        if self.stage == 2 and not spec.uses_diffusion:
-            raise ValueError(f"variant {self.variant!r} has no stage 2 (it uses no diffusion)")
+        if self.stage == 2 and not has_stage2(self.variant, self.settings.equal_budget):
+            raise ValueError(
+                f"variant {self.variant!r} has no stage 2 (it uses no diffusion; set "
+                "training.equal_budget to train it on through stage 2's epochs)"
+            )
         if self.stage == 2 and self.init is None:
             raise ValueError("stage 2 starts from the stage-1 trained model: pass init (--init)")
 
@@ -179,7 +182,8 @@ class Trainer:
             self._init_from_stage1(Path(job.init))  # type: ignore[arg-type]
         barrier(env)  # every rank has read the checkpoint before rank 0 may replace it
         self.modules = self._step_modules()
-        self.step_fn = stage1_step if job.stage == 1 else stage2_step
+        # Stage 2 of a variant without the diffusion (equal_budget) keeps stage 1's step.
+        self.step_fn = stage2_step if self.nets.diffusion is not None else stage1_step
         self.loader, self.batches = self._make_loader()
 
     # ------------------------------------------------------------------ construction
@@ -306,8 +310,9 @@ class Trainer:
         """Stage-1 weights (model.pt); optimizers and pools from its run's last checkpoint."""
         stage1 = read_trained_model(init)
         s = self.settings
+        # cyclegan and diffusion share one stage 1 (variants.stage1_owner).
         expected = {
-            "variant": self.job.variant,
+            "variant": stage1_owner(self.job.variant),
             "stage": 1,
             "model_preset": s.model_preset,
             "image_size": s.image_size,
@@ -319,7 +324,8 @@ class Trainer:
         if wrong:
             raise ConfigError(
                 f"{init} is not the stage-1 model of this run ({'; '.join(wrong)})",
-                f"train stage 1 of {self.job.variant!r} with the same training settings first",
+                f"train stage 1 of {stage1_owner(self.job.variant)!r} with the same training "
+                "settings first",
             )
         stage1_parts = (*CYCLEGAN_PARTS, "mpfpsn")
         self.nets.load_state(stage1["state"], only=stage1_parts)
@@ -331,11 +337,12 @@ class Trainer:
             run, source = None, f"fresh Adam states (stage-1 checkpoint unreadable: {exc})"
         if (
             run is not None
-            and run.get("variant") == self.job.variant
+            and run.get("variant") == stage1_owner(self.job.variant)
             and run.get("stage") == 1
             and run.get("global_epoch") == stage1["global_epochs"] - 1
         ):
-            self._load_optimizers(run["optimizers"], ("gen", "disc"))
+            stage1_optimizers = tuple(n for n in ("gen", "disc") if n in self.optimizers)
+            self._load_optimizers(run["optimizers"], stage1_optimizers)
             self._load_pools(run.get("pools"))
             source = f"optimizer states and image pools of {init.parent / 'checkpoints'}"
         _say(self.env, f"stage 2 of {self.job.variant}: networks from {init}; {source}")

@@ -45,6 +45,10 @@ class TrainSettings:
     # Stage 2: the sPET MP-FPSN trains on is the diffusion's one-step x0 estimate from the
     # pseudo-PET noised to t ~ U{0 .. fraction x T - 1} (see abmseg.train.stage2 for why < 1).
     spet_t_fraction: float = 0.5
+    # Same epochs and learning-rate schedule for every variant (the validation study): a variant
+    # without the diffusion also runs stage 2, training its stage-1 networks on (false: the
+    # paper's schedule, where ct_only and cyclegan stop after stage 1).
+    equal_budget: bool = False
 
     def __post_init__(self) -> None:
         if self.image_size % 16:

@@ -1,0 +1,160 @@
+"""The sampler sweep of the study: the full model's Dice, sPET PSNR and time per patient for a
+set of reverse-chain settings, each named by a short string that is also a file name.
+
+``ddim-10-T``: DDIM, 10 steps from full noise (t = T); ``ddim-10-250``: from t = 250 (the
+pseudo-PET noised only part-way, SDEdit style); ``ddim-10-best``: from the partial start chosen
+on training patients (``select_start``); ``ddpm-1000-T``: the full ancestral chain; ``pseudo``:
+no diffusion at all (MP-FPSN reads the CycleGAN pseudo-PET).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from abmseg.evaluate.patient import EvaluateSettings, patient_scores
+from abmseg.infer.patient import spet_to_suv
+from abmseg.infer.predict import InferenceNetworks, InferenceSettings, predict_volume
+from abmseg.io.volume import read_nifti
+from abmseg.preprocess.roi import body_mask
+from abmseg.study.plan import BEST_START, FULL_NOISE
+
+
+@dataclass(frozen=True)
+class SamplerPoint:
+    """One reverse-chain setting; ``start`` is a timestep, "T" or "best"."""
+
+    sampler: str
+    steps: int | None
+    start: str
+
+    @property
+    def name(self) -> str:
+        return "pseudo" if self.sampler == "pseudo" else f"{self.sampler}-{self.steps}-{self.start}"
+
+    @classmethod
+    def parse(cls, name: str) -> SamplerPoint:
+        """The inverse of ``name``; a ValueError names the accepted forms."""
+        if name == "pseudo":
+            return cls("pseudo", None, FULL_NOISE)
+        parts = name.split("-")
+        ok = len(parts) == 3 and parts[0] in ("ddim", "ddpm") and parts[1].isdigit()
+        ok = ok and (parts[2] in (FULL_NOISE, BEST_START) or parts[2].isdigit())
+        if not ok:
+            raise ValueError(
+                f"sampler point {name!r}: use ddim-<steps>-<start>, ddpm-<steps>-<start> or "
+                "pseudo, where start is T, best or a timestep"
+            )
+        return cls(parts[0], int(parts[1]), parts[2])
+
+    def settings(self, base: InferenceSettings, best_start: int | None = None) -> InferenceSettings:
+        """``base`` with this point's sampler, steps and start step."""
+        if self.sampler == "pseudo":
+            return replace(base, sampler="pseudo")
+        if self.start == BEST_START:
+            if best_start is None:
+                raise ValueError(f"{self.name} needs the chosen start step (select_start)")
+            start: int | None = best_start
+        else:
+            start = None if self.start == FULL_NOISE else int(self.start)
+        return replace(base, sampler=self.sampler, steps=self.steps, start_step=start)
+
+
+@dataclass(frozen=True)
+class ScoredPatient:
+    """What the sweep reads of one patient: normalised CT, and PET, label, CT (HU) on the
+    cropped grid."""
+
+    patient_id: str
+    normalized_ct: str
+    pet: str
+    label: str
+    ct: str
+
+
+def run_point(
+    point: SamplerPoint,
+    patients: Sequence[ScoredPatient],
+    networks: InferenceNetworks,
+    device: torch.device,
+    base: InferenceSettings,
+    evaluate: EvaluateSettings,
+    suv_ceiling: float,
+    best_start: int | None = None,
+) -> dict[str, Any]:
+    """Predict and score every patient with ``point``; the time is the networks' only (the
+    reading, writing and scoring around them do not depend on the sampler)."""
+    settings = point.settings(base, best_start)
+    pseudo_settings = (
+        point.settings(base) if point.sampler == "pseudo" else replace(base, sampler="pseudo")
+    )
+    rows = []
+    for patient in patients:
+        ct_image = read_nifti(patient.normalized_ct, patient.patient_id, made_by="normalise")
+        ct = sitk.GetArrayFromImage(ct_image)
+        start = time.perf_counter()
+        spet, labels = predict_volume(ct, networks, settings, device)
+        seconds = time.perf_counter() - start
+        pseudo, _ = predict_volume(ct, networks, pseudo_settings, device)
+        truth = {
+            name: sitk.GetArrayFromImage(read_nifti(path, patient.patient_id, made_by="crop"))
+            for name, path in (("pet", patient.pet), ("label", patient.label), ("ct", patient.ct))
+        }
+        body, _ = body_mask(truth["ct"])
+        spet_suv = spet_to_suv(spet, suv_ceiling)
+        scores = patient_scores(
+            spet_suv,
+            truth["pet"],
+            body,
+            labels,
+            truth["label"],
+            tuple(reversed(ct_image.GetSpacing())),
+            evaluate.regions,
+            evaluate.max_suv,
+            evaluate.ssim_sigma,
+        )
+        to_pseudo = np.abs(spet_suv - spet_to_suv(pseudo, suv_ceiling))[body]
+        rows.append(
+            {
+                "patient_id": patient.patient_id,
+                "dice_mean": scores["segmentation"]["mean"]["dice"],
+                "dice": {k: v["dice"] for k, v in scores["segmentation"].items()},
+                "psnr": scores["synthesis"]["psnr_db"],
+                "ssim": scores["synthesis"]["ssim"],
+                "spet_to_pseudo_mae_suv": float(to_pseudo.mean()) if to_pseudo.size else 0.0,
+                "seconds": seconds,
+            }
+        )
+    return {
+        "point": point.name,
+        "sampler": point.sampler,
+        "steps": point.steps,
+        "start_step": _start_step(settings, networks),
+        "start": point.start,
+        "device": str(device),
+        "patients": rows,
+    }
+
+
+def _start_step(settings: InferenceSettings, networks: InferenceNetworks) -> int | None:
+    """The timestep the chain starts from (T for full noise); None without a diffusion."""
+    if settings.sampler == "pseudo" or networks.diffusion is None:
+        return None
+    return settings.start_step or int(networks.diffusion.schedule.T)
+
+
+def choose_start(results: Mapping[int, Mapping[str, Any]]) -> int:
+    """The candidate start step with the highest mean Dice (ties: the earliest, i.e. the least
+    noise); ``results`` maps start step -> ``run_point`` result."""
+    means = {
+        start: float(np.mean([r["dice_mean"] for r in result["patients"]]))
+        for start, result in results.items()
+    }
+    best = max(means.values())
+    return min(start for start, value in means.items() if value == best)
