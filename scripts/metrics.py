@@ -9,7 +9,7 @@ patient = snakemake.wildcards.patient
 with rule_step(snakemake):
     scores = score_patient_files(
         patient,
-        snakemake.input.get("spet"),
+        snakemake.input.get("spet") or None,
         snakemake.input.abm,
         snakemake.input.pet,
         snakemake.input.label,

@@ -10,6 +10,6 @@ with rule_step(job):
         job.wildcards.patient,
         job.input.models,
         job.input.ct,
-        job.input.pet,
+        job.input.get("pet") or None,
         job.output.abm,
     )

@@ -1,13 +1,11 @@
 """Rule ceiling: the phantom's CT-visible ceiling (ceiling_prob >= 0.5) on the cropped grid."""
 
-from abmseg.infer.patient import read_roi_box
-from abmseg.io.volume import read_nifti, write_nifti
 from abmseg.step import rule_step
-from abmseg.study.ceiling import ceiling_on_cropped_grid
+from abmseg.study.ceiling import write_ceiling
 
-patient = snakemake.wildcards.patient
-with rule_step(snakemake):
-    box = read_roi_box(snakemake.input.roi, patient)
-    cropped_label = read_nifti(snakemake.input.cropped_label, patient, made_by="crop")
-    image = ceiling_on_cropped_grid(patient, snakemake.input.label, box, cropped_label)
-    write_nifti(image, snakemake.output.abm)
+job = snakemake
+with rule_step(job):
+    inputs = job.input
+    write_ceiling(
+        job.wildcards.patient, inputs.label, inputs.roi, inputs.cropped_label, job.output.abm
+    )

@@ -8,6 +8,7 @@ job = snakemake
 with rule_step(job) as log:
     report = check_leakage(
         job.input.models,
+        job.input.fitted,
         job.params.test_patients,
         job.params.test_raw,
         job.input.predictions,
@@ -15,4 +16,9 @@ with rule_step(job) as log:
         job.params.config["regions"],
         job.output[0],
     )
-    log.info("leaks: %d; shuffled control %s", len(report["leaks"]), report["shuffled"]["summary"])
+    log.info(
+        "leaks: %d; unrecorded results in the lineage: %d; shuffled control %s",
+        len(report["leaks"]),
+        len(report["incomplete"]),
+        report["shuffled"]["summary"],
+    )

@@ -3,7 +3,7 @@ for one reverse-chain setting (abmseg.study.sampler), or the partial start step 
 training patients."""
 
 from abmseg.step import rule_step
-from abmseg.study.steps import run_sampler_point, scored_patients, select_start
+from abmseg.study.sampler import run_sampler_point, scored_patients, select_start
 
 job = snakemake
 with rule_step(job) as log:

@@ -21,6 +21,7 @@ from abmseg.preprocess.register import AFFINE_DEFAULT, RegistrationSettings, Sta
 from abmseg.preprocess.roi import CropSettings
 from abmseg.rt.export import ExportSettings
 from abmseg.settings import STAGE_CONFIG_KEYS, from_section, pick, stage_config, to_section
+from abmseg.study.plan import StudyPlan
 from abmseg.train.settings import TrainSettings
 from abmseg.workflow_run import run_snakemake
 
@@ -39,6 +40,17 @@ BUILDERS = {
     "evaluate": EvaluateSettings.from_config,
     "bundle": BundleSettings.from_config,
     "export": ExportSettings.from_config,
+    "train_stage1": TrainSettings.from_config,
+    "study_fit": lambda config: config.get("seed", 42),
+    "study_sampler": lambda config: (
+        InferenceSettings.from_config(config),
+        EvaluateSettings.from_config(config),
+        NormaliseSettings.from_config(config).suv_ceiling,
+        StudyPlan.from_config(config).start_candidates,
+        StudyPlan.from_config(config).start_selection_patients,
+    ),
+    "study_leakage": lambda config: config.get("regions"),
+    "study_summary": StudyPlan.from_config,
 }
 DEFAULTS = {
     "convert": ConvertSettings(),
@@ -74,8 +86,10 @@ def test_each_stage_reads_only_the_keys_its_rule_passes(stage, config):
     outside them would be missed by Snakemake's params rerun trigger. The training's worker
     count is left out on purpose (it changes no result); the script adds it back."""
     from_params, from_config = BUILDERS[stage](stage_config(config, stage)), BUILDERS[stage](config)
-    if stage == "train":
+    if stage in ("train", "train_stage1"):
         from_params = dataclasses.replace(from_params, workers=from_config.workers)
+    if stage == "train_stage1":  # stage 1 does not depend on whether a stage 2 follows
+        from_params = dataclasses.replace(from_params, equal_budget=from_config.equal_budget)
     assert from_params == from_config
 
 

@@ -91,25 +91,41 @@ def test_ceiling_labels_take_the_marrow_region_where_the_probability_reaches_a_h
     assert ceiling_labels(probability, marrow).tolist() == [0, 2, 3, 0]
 
 
-def test_goal_lines_say_met_missed_and_leakage():
+def _pair(b, delta, low, high):
+    return {"a": "full", "b": b, "delta_dice_mean": delta, "ci_low": low, "ci_high": high}
+
+
+def test_goal_lines_use_the_paired_ci_and_say_met_missed_or_leakage():
     ablation = {
         "ct_only": {"dice_mean": 0.60},
         "full": {"dice_mean": 0.70},
         "all_marrow": {"dice_mean": 0.62},
         "ceiling": {"dice_mean": 0.66},
     }
-    paired = [{"a": "full", "b": "ct_only", "delta_dice_mean": 0.10, "ci_low": 0.04,
-               "ci_high": 0.15}]  # fmt: skip
+    paired = [
+        _pair("ct_only", 0.10, 0.04, 0.15),
+        _pair("all_marrow", 0.08, -0.01, 0.16),  # large but its CI crosses 0
+        _pair("ceiling", 0.04, 0.01, 0.07),
+    ]
     lines = goals(ablation, paired)
     assert lines[0].startswith("full beats ct_only") and ": met" in lines[0]
-    assert "missed" not in lines[1] and "all_marrow" in lines[1]
-    assert "LEAKAGE SUSPECTED" in lines[2]  # 0.04 above the ceiling
+    assert "all_marrow" in lines[1] and ": missed" in lines[1]
+    assert "LEAKAGE SUSPECTED" in lines[2]
+    within = goals(ablation, [_pair("ceiling", 0.015, 0.001, 0.03)])
+    assert "within the 0.02 margin" in within[-1]
+    unmeasured = goals({"full": {"dice_mean": float("nan")}, "ceiling": {"dice_mean": 0.7}}, [])
+    assert "not measured" in unmeasured[-1]  # a NaN never reads as met
+
+
+def test_the_sampler_goal_reads_only_the_series_fixed_in_advance():
     rows = [
-        {"sampler": "ddim", "steps": 1, "start_step": 250, "dice_mean": 0.60,
-         "seconds_per_patient": 1.0},
-        {"sampler": "ddim", "steps": 5, "start_step": 250, "dice_mean": 0.695,
+        {"sampler": "ddim", "steps": 1, "start_step": 250, "start": "250", "dice_mean": 0.80,
+         "seconds_per_patient": 1.0},  # a candidate start: not chosen in advance, ignored
+        {"sampler": "ddim", "steps": 5, "start_step": 250, "start": "best", "dice_mean": 0.695,
          "seconds_per_patient": 3.0},
-        {"sampler": "ddim", "steps": 50, "start_step": 1000, "dice_mean": 0.70,
+        {"sampler": "ddim", "steps": 50, "start_step": 1000, "start": "T", "dice_mean": 0.70,
          "seconds_per_patient": 20.0},
+        {"sampler": "ddim", "steps": 10, "start_step": 1000, "start": "T",
+         "dice_mean": float("nan"), "seconds_per_patient": 4.0},
     ]  # fmt: skip
     assert "5 steps from t = 250" in sampler_goal(rows)

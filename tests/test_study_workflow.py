@@ -51,8 +51,8 @@ def study_run(pipeline, tmp_path_factory):
     return {
         "work": work,
         "dry": dry.stdout,
-        "train": [r["patient_id"] for r in split if r["split"] == "train"],
-        "test": [r["patient_id"] for r in split if r["split"] == "test"],
+        "train": [r["patient_id"] for r in split if r["subset"] == "train"],
+        "test": [r["patient_id"] for r in split if r["subset"] == "test"],
     }
 
 

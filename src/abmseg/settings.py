@@ -39,18 +39,27 @@ STAGE_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "evaluate": ("regions", "metrics", "normalise.suv_ceiling"),
     "bundle": ("seed", "regions", "crop", "normalise", "inference", "training.body_threshold"),
     "export": ("regions",),
-    "study": (
+    # Stage 1 does not depend on equal_budget (only whether a stage 2 follows does).
+    "train_stage1": ("seed", "model_preset", "training"),
+    # The study's rules: each only what it reads, so changing the bootstrap reruns no sampler.
+    "study_fit": ("seed",),
+    "study_sampler": (
         "seed",
         "regions",
-        "study",
         "inference",
         "metrics",
         "training.body_threshold",
-        "training.spet_t_fraction",
         "normalise.suv_ceiling",
+        "study.start_candidates",
+        "study.start_selection_patients",
     ),
+    "study_leakage": ("regions",),
+    "study_summary": ("study",),
 }
-RESULT_FREE_KEYS = {"train": ("training.workers",)}
+RESULT_FREE_KEYS = {
+    "train": ("training.workers",),
+    "train_stage1": ("training.workers", "training.equal_budget"),
+}
 
 
 def _is_tuple(annotation: Any) -> bool:

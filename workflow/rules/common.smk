@@ -11,6 +11,7 @@ from abmseg.infer.model_bundle import resolve_configured_bundle
 from abmseg.io.dicom_series import list_dicom_files
 from abmseg.settings import stage_config as config_of_stage
 from abmseg.study.plan import StudyPlan
+from abmseg.variants import VARIANTS as VARIANT_SPECS
 from abmseg.variants import final_stage, stage1_owner
 
 # Snakemake builds a graph of Python objects per job; with CPython's default thresholds the
@@ -65,7 +66,15 @@ elif CT_ONLY_PATIENTS and not SCORED_PATIENTS:
         "results/bundles/<variant> of an earlier run)"
     )
 FIGURE_PATIENTS = TEST_PATIENTS[:3]
-STUDY = StudyPlan.from_config(config)
+try:
+    STUDY = StudyPlan.from_config(config)
+except (UserError, ValueError) as error:
+    raise WorkflowError(f"config 'study': {error}") from None
+if STUDY.enabled and "full" not in VARIANTS:
+    raise WorkflowError(
+        "config study.enabled needs the variant 'full' in config variants (the sampler sweep, "
+        "the start selection and the leakage control run on it)"
+    )
 STUDY_BASELINES = STUDY.baselines
 STUDY_REFERENCES = STUDY.references
 STUDY_METHODS = STUDY.methods(VARIANTS)
@@ -207,6 +216,20 @@ def get_final_outputs(wildcards):
         + dicom_exports()
         + (["results/study/summary.md"] if STUDY.enabled else [])
     )
+
+
+def variant_spet(wildcards):
+    """The sPET to score: none for ct_only (its spet.nii.gz is a blank, not a synthesis)."""
+    if not VARIANT_SPECS[wildcards.variant].uses_cyclegan:
+        return []
+    return f"results/inference/{wildcards.variant}/{wildcards.patient}/spet.nii.gz"
+
+
+def baseline_pet(wildcards):
+    """Only the PET threshold reads the PET; the CT baselines' provenance must not list it."""
+    if wildcards.method == "pet_threshold":
+        return f"results/cropped/{wildcards.patient}/pet_suv.nii.gz"
+    return []
 
 
 def study_training_volumes(wildcards):

@@ -1,6 +1,6 @@
 rule metrics:
     input:
-        spet="results/inference/{variant}/{patient}/spet.nii.gz",
+        spet=variant_spet,
         abm="results/inference/{variant}/{patient}/abm.nii.gz",
         pet="results/cropped/{patient}/pet_suv.nii.gz",
         label="results/cropped/{patient}/label.nii.gz",

@@ -20,7 +20,7 @@ rule fit_baselines:
         **scheduler_resources("study"),
     params:
         patients=TRAIN_PATIENTS,
-        config=stage_config("study"),
+        config=stage_config("study_fit"),
     script:
         "../../scripts/study_fit_baselines.py"
 
@@ -29,7 +29,7 @@ rule apply_baseline:
     input:
         models="results/study/baselines.json",
         ct="results/cropped/{patient}/ct.nii.gz",
-        pet="results/cropped/{patient}/pet_suv.nii.gz",
+        pet=baseline_pet,
     output:
         abm="results/study/methods/{method}/{patient}/abm.nii.gz",
     log:
@@ -109,7 +109,7 @@ rule select_start:
         **scheduler_resources("infer", gpu_job="infer"),
     params:
         patients=start_selection_patients,
-        config=stage_config("study"),
+        config=stage_config("study_sampler"),
     script:
         "../../scripts/study_sampler.py"
 
@@ -134,7 +134,7 @@ rule sampler_point:
         **scheduler_resources("infer", gpu_job="infer"),
     params:
         patients=TEST_PATIENTS,
-        config=stage_config("study"),
+        config=stage_config("study_sampler"),
     script:
         "../../scripts/study_sampler.py"
 
@@ -142,6 +142,7 @@ rule sampler_point:
 rule leakage:
     input:
         models=trained_models,
+        fitted=["results/study/baselines.json", "results/study/start_selection.json"],
         predictions=expand(
             "results/inference/full/{patient}/abm.nii.gz", patient=TEST_PATIENTS
         ),
@@ -160,7 +161,7 @@ rule leakage:
     params:
         test_patients=TEST_PATIENTS,
         test_raw=test_raw_inputs,
-        config=stage_config("study"),
+        config=stage_config("study_leakage"),
     script:
         "../../scripts/study_leakage.py"
 
@@ -203,6 +204,6 @@ rule study_summary:
     params:
         methods=STUDY_METHODS,
         variants=VARIANTS,
-        config=stage_config("study"),
+        config=stage_config("study_summary"),
     script:
         "../../scripts/study_summary.py"

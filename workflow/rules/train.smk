@@ -24,7 +24,7 @@ rule train_stage1:
     params:
         stage=1,
         patients=TRAIN_PATIENTS,
-        config=stage_config("train"),
+        config=stage_config("train_stage1"),
         gpus=gpu_count("train"),
     script:
         "../../scripts/train.py"

@@ -81,8 +81,8 @@ def patient_scores(
 def flatten(patient: str, variant: str, scores: dict) -> dict:
     """One row of per_patient.tsv."""
     row = {"patient_id": patient, "variant": variant}
-    synthesis = scores["synthesis"]
-    row.update({k: synthesis[k] for k in ("psnr_db", "ssim", "nmse")})
+    synthesis = scores["synthesis"] or {}  # None: a method without a synthetic PET (ct_only)
+    row.update({k: synthesis.get(k, float("nan")) for k in ("psnr_db", "ssim", "nmse")})
     for region, values in scores["segmentation"].items():
         row[f"dice_{region}"] = values["dice"]
         row[f"assd_mm_{region}"] = values["assd_mm"]

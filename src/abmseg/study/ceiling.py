@@ -14,7 +14,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from abmseg.errors import PatientDataError
-from abmseg.io.volume import image_like, read_nifti
+from abmseg.io.jsonfile import read_json
+from abmseg.io.volume import image_like, read_nifti, write_nifti
 from abmseg.preprocess.roi import crop_image
 
 CEILING_FILE = "ceiling_prob.nii.gz"
@@ -63,3 +64,16 @@ def ceiling_on_cropped_grid(
             "regenerate the cohort with `abmseg synth`",
         )
     return image_like(ceiling_labels(arrays[0], arrays[1].astype(np.uint8)), cropped_label)
+
+
+def write_ceiling(
+    patient: str,
+    label_path: str | Path,
+    roi_json: str | Path,
+    cropped_label_path: str | Path,
+    out: str | Path,
+) -> None:
+    """Rule ceiling: the ceiling's label map on the patient's cropped grid, written to ``out``."""
+    box = read_json(roi_json, patient, made_by="crop", keys=("box_ct_index",))["box_ct_index"]
+    cropped_label = read_nifti(cropped_label_path, patient, made_by="crop")
+    write_nifti(ceiling_on_cropped_grid(patient, label_path, box, cropped_label), out)

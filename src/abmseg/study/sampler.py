@@ -9,21 +9,29 @@ no diffusion at all (MP-FPSN reads the CycleGAN pseudo-PET).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 
+from abmseg.atomic import write_json
 from abmseg.evaluate.patient import EvaluateSettings, patient_scores
+from abmseg.infer.networks import load_networks
 from abmseg.infer.patient import spet_to_suv
 from abmseg.infer.predict import InferenceNetworks, InferenceSettings, predict_volume
+from abmseg.io.jsonfile import read_json
 from abmseg.io.volume import read_nifti
+from abmseg.preprocess.normalise import NormaliseSettings
 from abmseg.preprocess.roi import body_mask
-from abmseg.study.plan import BEST_START, FULL_NOISE
+from abmseg.study.plan import BEST_START, FULL_NOISE, StudyPlan
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -95,9 +103,12 @@ def run_point(
         point.settings(base) if point.sampler == "pseudo" else replace(base, sampler="pseudo")
     )
     rows = []
-    for patient in patients:
+    for index, patient in enumerate(patients):
         ct_image = read_nifti(patient.normalized_ct, patient.patient_id, made_by="normalise")
         ct = sitk.GetArrayFromImage(ct_image)
+        if index == 0:  # untimed warm-up (allocator, kernel choice) on two middle slices
+            middle = ct.shape[0] // 2
+            predict_volume(ct[middle : middle + 2], networks, settings, device)
         start = time.perf_counter()
         spet, labels = predict_volume(ct, networks, settings, device)
         seconds = time.perf_counter() - start
@@ -158,3 +169,77 @@ def choose_start(results: Mapping[int, Mapping[str, Any]]) -> int:
     }
     best = max(means.values())
     return min(start for start, value in means.items() if value == best)
+
+
+def scored_patients(patients: Sequence[str], volumes: Sequence[str]) -> list:
+    """ScoredPatient per patient from the rule's volume list (normalised CT, cropped PET, label
+    and CT per patient, in the order common.smk's scored_volumes gives them)."""
+    if len(volumes) != 4 * len(patients):
+        raise ValueError(f"{len(volumes)} volumes for {len(patients)} patients (4 each expected)")
+    return [
+        ScoredPatient(patient, *map(str, volumes[4 * i : 4 * i + 4]))
+        for i, patient in enumerate(patients)
+    ]
+
+
+def _sweep_context(model: str | Path, config: Mapping[str, Any], threads: int):
+    networks, device = load_networks(model, threads=threads)
+    return (
+        networks,
+        device,
+        InferenceSettings.from_config(config),
+        EvaluateSettings.from_config(config),
+        NormaliseSettings.from_config(config).suv_ceiling,
+    )
+
+
+def run_sampler_point(
+    point_name: str,
+    model: str | Path,
+    patients: Sequence,
+    config: Mapping[str, Any],
+    threads: int,
+    out: str | Path,
+    start_selection: str | Path | None = None,
+) -> dict[str, Any]:
+    """One point of the sweep over ``patients``, written to ``out`` (JSON)."""
+    point = SamplerPoint.parse(point_name)
+    best = None
+    if start_selection:
+        best = int(read_json(start_selection, keys=("chosen_start_step",))["chosen_start_step"])
+    networks, device, base, evaluate, ceiling = _sweep_context(model, config, threads)
+    result = run_point(point, patients, networks, device, base, evaluate, ceiling, best)
+    write_json(out, result)
+    return result
+
+
+def select_start(
+    model: str | Path,
+    patients: Sequence,
+    config: Mapping[str, Any],
+    threads: int,
+    out: str | Path,
+) -> int:
+    """DDIM-10 from each candidate start on training patients; the best mean Dice is chosen."""
+    plan = StudyPlan.from_config(config)
+    networks, device, base, evaluate, ceiling = _sweep_context(model, config, threads)
+    results = {}
+    for start in plan.start_candidates:
+        point = SamplerPoint("ddim", 10, str(start))
+        results[start] = run_point(point, patients, networks, device, base, evaluate, ceiling)
+        logger.info(
+            "start %d: mean Dice %.4f",
+            start,
+            float(np.mean([r["dice_mean"] for r in results[start]["patients"]])),
+        )
+    chosen = choose_start(results)
+    write_json(
+        out,
+        {
+            "chosen_start_step": chosen,
+            "selected_on": [p.patient_id for p in patients],
+            "note": "training patients (seen in training): the choice never reads a test patient",
+            "candidates": {str(k): v for k, v in results.items()},
+        },
+    )
+    return chosen

@@ -1,9 +1,9 @@
-"""The study's file-level steps (one per rule), thin over the study modules: read, compute,
-write atomically."""
+"""The study's file-level steps without torch (rules fit_baselines, apply_baseline, leakage),
+thin over the study modules: read, compute, write atomically. The sampler sweep's steps, which
+need the networks, are in abmseg.study.sampler."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,100 +12,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from abmseg.atomic import write_json
-from abmseg.evaluate.patient import EvaluateSettings
-from abmseg.infer.predict import InferenceSettings
 from abmseg.io.jsonfile import read_json
 from abmseg.io.volume import read_nifti
-from abmseg.preprocess.normalise import NormaliseSettings
-from abmseg.study.plan import StudyPlan
-
-logger = logging.getLogger(__name__)
-
-
-def scored_patients(patients: Sequence[str], volumes: Sequence[str]) -> list:
-    """ScoredPatient per patient from the rule's volume list (normalised CT, cropped PET, label
-    and CT per patient, in the order common.smk's scored_volumes gives them)."""
-    from abmseg.study.sampler import ScoredPatient
-
-    if len(volumes) != 4 * len(patients):
-        raise ValueError(f"{len(volumes)} volumes for {len(patients)} patients (4 each expected)")
-    return [
-        ScoredPatient(patient, *map(str, volumes[4 * i : 4 * i + 4]))
-        for i, patient in enumerate(patients)
-    ]
-
-
-def _sweep_context(model: str | Path, config: Mapping[str, Any], threads: int):
-    from abmseg.infer.networks import load_networks
-
-    networks, device = load_networks(model, threads=threads)
-    return (
-        networks,
-        device,
-        InferenceSettings.from_config(config),
-        EvaluateSettings.from_config(config),
-        NormaliseSettings.from_config(config).suv_ceiling,
-    )
-
-
-def run_sampler_point(
-    point_name: str,
-    model: str | Path,
-    patients: Sequence,
-    config: Mapping[str, Any],
-    threads: int,
-    out: str | Path,
-    start_selection: str | Path | None = None,
-) -> dict[str, Any]:
-    """One point of the sweep over ``patients``, written to ``out`` (JSON)."""
-    from abmseg.study.sampler import SamplerPoint, run_point
-
-    point = SamplerPoint.parse(point_name)
-    best = None
-    if start_selection:
-        best = int(read_json(start_selection, keys=("chosen_start_step",))["chosen_start_step"])
-    networks, device, base, evaluate, ceiling = _sweep_context(model, config, threads)
-    result = run_point(point, patients, networks, device, base, evaluate, ceiling, best)
-    write_json(out, result)
-    return result
-
-
-def select_start(
-    model: str | Path,
-    patients: Sequence,
-    config: Mapping[str, Any],
-    threads: int,
-    out: str | Path,
-) -> int:
-    """DDIM-10 from each candidate start on training patients; the best mean Dice is chosen."""
-    from abmseg.study.sampler import SamplerPoint, choose_start, run_point
-
-    plan = StudyPlan.from_config(config)
-    networks, device, base, evaluate, ceiling = _sweep_context(model, config, threads)
-    results = {}
-    for start in plan.start_candidates:
-        point = SamplerPoint("ddim", 10, str(start))
-        results[start] = run_point(point, patients, networks, device, base, evaluate, ceiling)
-        logger.info(
-            "start %d: mean Dice %.4f",
-            start,
-            float(np.mean([r["dice_mean"] for r in results[start]["patients"]])),
-        )
-    chosen = choose_start(results)
-    write_json(
-        out,
-        {
-            "chosen_start_step": chosen,
-            "selected_on": [p.patient_id for p in patients],
-            "note": "training patients (seen in training): the choice never reads a test patient",
-            "candidates": {str(k): v for k, v in results.items()},
-        },
-    )
-    return chosen
 
 
 def check_leakage(
     models: Sequence[str | Path],
+    fitted: Sequence[str | Path],
     test_patients: Sequence[str],
     test_raw: Sequence[str | Path],
     predictions: Sequence[str | Path],
@@ -113,16 +26,23 @@ def check_leakage(
     regions: Mapping[str, int],
     out: str | Path,
 ) -> dict[str, Any]:
-    """Both leakage checks of abmseg.study.leakage, written to ``out`` (JSON)."""
+    """Both leakage checks of abmseg.study.leakage, written to ``out`` (JSON): the lineage of
+    every trained model and of the fitted baselines and chosen start step (``fitted``:
+    baselines.json, then start_selection.json), and the shuffled control."""
     from abmseg.provenance.lineage import trace_file
     from abmseg.study.leakage import leaks_in_lineage, lineage_summary, shuffled_control
 
-    per_model, leaks = {}, []
-    for model in models:
-        lineage = trace_file(model).to_dict()
+    per_model, leaks, incomplete = {}, [], []
+    for target in [*models, *fitted]:
+        lineage = trace_file(target).to_dict()
         found = leaks_in_lineage(lineage, test_patients, test_raw)
-        leaks += [f"{model}: {line}" for line in found]
-        per_model[str(model)] = {**lineage_summary(lineage), "leaks": found}
+        leaks += [f"{target}: {line}" for line in found]
+        # a result without a record hides everything behind it: the check is then not complete
+        incomplete += [f"{target}: no record for {path}" for path in lineage["unrecorded"]]
+        per_model[str(target)] = {**lineage_summary(lineage), "leaks": found}
+    for path, key in zip(fitted, ("fitted_on", "selected_on"), strict=False):
+        chosen_on = read_json(path).get(key, [])
+        leaks += [f"{path}: {key} holds test patient {p}" for p in chosen_on if p in test_patients]
     arrays = {}
     for kind, paths in (("pred", predictions), ("label", labels)):
         for patient, path in zip(test_patients, paths, strict=True):
@@ -140,6 +60,7 @@ def check_leakage(
         "test_patients": list(test_patients),
         "models": per_model,
         "leaks": leaks,
+        "incomplete": incomplete,
         "shuffled": {"summary": summary, "patients": rows},
     }
     write_json(out, report)

@@ -54,44 +54,75 @@ def _f(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _beats(row: Mapping[str, Any] | None, margin: float) -> str:
+    """'met' when the paired difference is at least ``margin`` and its CI is above 0."""
+    if row is None or not _finite(row.get("delta_dice_mean")):
+        return "not measured"
+    ok = row["delta_dice_mean"] >= margin and _finite(row["ci_low"]) and row["ci_low"] > 0
+    return "met" if ok else "missed"
+
+
+def _ci(row: Mapping[str, Any] | None) -> str:
+    if row is None:
+        return "no paired row"
+    return (
+        f"delta {_f(row['delta_dice_mean'])}, 95 % CI {_f(row['ci_low'])} to {_f(row['ci_high'])}"
+    )
+
+
 def goals(
     ablation: Mapping[str, Mapping[str, Any]], paired: Sequence[Mapping[str, Any]]
 ) -> list[str]:
-    """The issue's goals as lines: each measured, met or missed."""
+    """The issue's goals as lines, each measured and said to be met, missed or not measured.
+
+    A "beats by 0.05" goal needs the paired mean difference >= 0.05 and its 95 % CI above 0. The
+    ceiling is the Bayes-optimal CT-only probability at 0.5, which maximises voxel accuracy, not
+    Dice, so a method may exceed it by noise: up to 0.02 is reported as within the margin, more
+    (with the paired CI above 0) as suspected leakage.
+    """
     dice = {m: row["dice_mean"] for m, row in ablation.items()}
     pair = {(r["a"], r["b"]): r for r in paired}
     lines = []
     if "full" in dice and "ct_only" in dice:
         r = pair.get(("full", "ct_only"))
-        ok = r is not None and r["delta_dice_mean"] >= 0.05 and r["ci_low"] > 0
         lines.append(
-            f"full beats ct_only by >= 0.05 Dice with the paired CI above 0: "
-            f"{'met' if ok else 'missed'} (delta {_f(r and r['delta_dice_mean'])}, 95 % CI "
-            f"{_f(r and r['ci_low'])} to {_f(r and r['ci_high'])})"
+            f"full beats ct_only by >= 0.05 Dice with the paired CI above 0: {_beats(r, 0.05)} "
+            f"({_ci(r)})"
         )
-    trivial = {m: dice[m] for m in CT_BASELINES if m in dice}
+    trivial = {m: dice[m] for m in CT_BASELINES if m in dice and _finite(dice[m])}
     if "full" in dice and trivial:
         best = max(trivial, key=trivial.get)
-        gap = dice["full"] - trivial[best]
+        r = pair.get(("full", best))
         lines.append(
-            f"full beats the best trivial baseline ({best}, {_f(trivial[best])}) by >= 0.05: "
-            f"{'met' if gap >= 0.05 else 'missed'} (difference {gap:+.3f})"
+            f"full beats the best trivial baseline ({best}, {_f(trivial[best])}) by >= 0.05 with "
+            f"the paired CI above 0: {_beats(r, 0.05)} ({_ci(r)})"
         )
     if "full" in dice and CEILING in dice:
-        over = dice["full"] - dice[CEILING]
-        verdict = "LEAKAGE SUSPECTED" if over > 0.02 else "met"
+        r = pair.get(("full", CEILING))
+        if r is None or not _finite(r.get("delta_dice_mean")):
+            verdict = "not measured"
+        elif r["delta_dice_mean"] <= 0:
+            verdict = "at or below the ceiling"
+        elif r["delta_dice_mean"] <= 0.02 or not r["ci_low"] > 0:
+            verdict = "above it within the 0.02 margin or the noise"
+        else:
+            verdict = "LEAKAGE SUSPECTED: above the ceiling by more than 0.02"
         lines.append(
             f"full stays at or below the CT-visible ceiling ({_f(dice[CEILING])}): {verdict} "
-            f"(full - ceiling {over:+.3f})"
+            f"({_ci(r)})"
         )
-    present = [m for m in TABLE5_ORDER if m in dice]
-    if len(present) > 1:
+    present = [m for m in TABLE5_ORDER if m in dice and _finite(dice[m])]
+    if len(present) == len(TABLE5_ORDER):
         steps = [
             f"{a} -> {b}: {dice[b] - dice[a]:+.3f}"
-            for a, b in zip(present, present[1:], strict=False)
+            for a, b in zip(present[:-1], present[1:], strict=True)
         ]
-        ordered = all(dice[b] > dice[a] for a, b in zip(present[:-2], present[1:-1], strict=False))
-        ordered = ordered and (len(present) < 2 or dice[present[-1]] >= dice[present[-2]])
+        strict = all(dice[b] > dice[a] for a, b in zip(present[:3], present[1:4], strict=True))
+        ordered = strict and dice["full"] >= dice["fusion"]
         lines.append(
             "Table 5 order ct_only < cyclegan < diffusion < fusion <= full: "
             f"{'holds' if ordered else 'does not hold'} ({'; '.join(steps)})"
@@ -100,17 +131,23 @@ def goals(
 
 
 def sampler_goal(rows: Sequence[Mapping[str, Any]]) -> str | None:
-    """The fewest DDIM steps whose Dice is within 0.01 of the best DDIM point, and its time."""
-    ddim = [r for r in rows if r["sampler"] == "ddim" and r["dice_mean"] is not None]
-    if not ddim:
+    """The fewest DDIM steps whose Dice is within 0.01 of the best, among the two series the
+    study fixed in advance (from full noise, and from the start chosen on training patients).
+    A description of the test results, not a choice made on them."""
+    series = [
+        r
+        for r in rows
+        if r["sampler"] == "ddim" and r.get("start") in ("T", "best") and _finite(r["dice_mean"])
+    ]
+    if not series:
         return None
-    best = max(r["dice_mean"] for r in ddim)
-    near = [r for r in ddim if r["dice_mean"] >= best - 0.01]
+    best = max(r["dice_mean"] for r in series)
+    near = [r for r in series if r["dice_mean"] >= best - 0.01]
     pick = min(near, key=lambda r: (r["steps"], r["seconds_per_patient"]))
     return (
-        f"fewest DDIM steps within 0.01 Dice of the best ({best:.3f}): {pick['steps']} steps from "
-        f"t = {pick['start_step']} (Dice {pick['dice_mean']:.3f}, "
-        f"{pick['seconds_per_patient']:.1f} s per patient)"
+        f"fewest DDIM steps within 0.01 Dice of the best ({best:.3f}) of the full-noise and "
+        f"best-start series: {pick['steps']} steps from t = {pick['start_step']} (Dice "
+        f"{pick['dice_mean']:.3f}, {pick['seconds_per_patient']:.1f} s per patient)"
     )
 
 
@@ -190,9 +227,25 @@ def markdown(
             f"- Shuffled control (full's prediction against another test patient's label): Dice "
             f"{_f(shuffled['dice_shuffled_mean'])} against {_f(shuffled['dice_own_mean'])} on "
             f"its own patient (same common grid); all marrow: "
-            f"{_f(by_method.get('all_marrow', {}).get('dice_mean'))}.",
+            f"{_f(by_method.get('all_marrow', {}).get('dice_mean'))}. "
+            + _shuffled_verdict(shuffled, by_method.get("all_marrow", {}).get("dice_mean")),
         ]
+        if leakage.get("incomplete"):
+            lines.append(
+                f"- The provenance check is INCOMPLETE: {len(leakage['incomplete'])} results in "
+                "the lineage have no record (" + "; ".join(leakage["incomplete"][:3]) + ")."
+            )
     return "\n".join(lines) + "\n"
+
+
+def _shuffled_verdict(shuffled: Mapping[str, Any], all_marrow: float | None) -> str:
+    """Expected: against a stranger's label the prediction is no better than all marrow."""
+    value = shuffled.get("dice_shuffled_mean")
+    if not _finite(value) or not _finite(all_marrow):
+        return "Not judged (a number is missing)."
+    if value <= all_marrow + 0.02:
+        return "As expected: at or below the all-marrow level."
+    return "ABOVE the all-marrow level: the predictions carry something beyond this patient."
 
 
 def dice_figure(

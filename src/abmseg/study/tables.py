@@ -202,6 +202,7 @@ def sampler_rows(points: Sequence[dict]) -> list[dict]:
                 "dice_mean": _finite_mean(p.get("dice_mean") for p in patients),
                 "psnr": _finite_mean(p.get("psnr") for p in patients),
                 "seconds_per_patient": _finite_mean(p.get("seconds") for p in patients),
+                "start": point.get("start"),  # T, best or a timestep (not a TSV column)
             }
         )
     return rows

@@ -1,0 +1,91 @@
+"""Score extra trained models on the study's test patients, beside the study's own methods.
+
+For the measurements of docs/validation.md that need a model the study's DAG does not train or
+score: the stage-1 models of ct_only and cyclegan (the paper's schedule, risk 2), or a model
+trained with one setting changed. Each model is run with one sampler point over the test patients
+of results/split.tsv and scored like rule metrics; a paired bootstrap against ``--reference``'s
+per-patient Dice (results/study/per_patient.tsv) closes the table.
+
+Usage (in the folder holding results/, after `make study`):
+    python bench/study_models.py --config config/study.yaml \\
+        --model ct_only_stage1=results/models/ct_only/stage1/model.pt \\
+        --model cyclegan_stage1=results/models/cyclegan/stage1/model.pt \\
+        [--point ddim-10-250] [--reference full] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from abmseg.settings import read_config
+from abmseg.study.sampler import run_sampler_point, scored_patients
+from abmseg.study.stats import paired_bootstrap, wilcoxon_p
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def merged_config(path: Path) -> dict:
+    """config/config.yaml with ``path`` merged over it (one level deep, as the study's are)."""
+    config = read_config(REPO / "config" / "config.yaml")
+    for key, value in read_config(path).items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    return config
+
+
+def test_patients(results: Path) -> list[str]:
+    rows = csv.DictReader((results / "split.tsv").open(), delimiter="\t")
+    return [row["patient_id"] for row in rows if row["split"] == "test"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--model", action="append", required=True, help="name=path/model.pt")
+    parser.add_argument("--point", default="ddim-10-250")
+    parser.add_argument("--reference", default="full")
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    config = merged_config(args.config)
+    patients = test_patients(args.results)
+    volumes = [
+        str(args.results / folder / p / f"{image}.nii.gz")
+        for p in patients
+        for folder, image in (
+            ("normalized", "ct"), ("cropped", "pet_suv"), ("cropped", "label"), ("cropped", "ct")
+        )
+    ]  # fmt: skip
+    scored = scored_patients(patients, volumes)
+    reference = {
+        row["patient_id"]: float(row["dice_mean"])
+        for row in csv.DictReader((args.results / "study/per_patient.tsv").open(), delimiter="\t")
+        if row["method"] == args.reference
+    }
+    print(f"\n| model | point | n | Dice mean | PSNR dB | {args.reference} - model | 95 % CI | p |")
+    print("|---|---|---|---|---|---|---|---|")
+    for spec in args.model:
+        name, path = spec.split("=", 1)
+        out = args.results / "study" / "extra" / f"{name}.{args.point}.json"
+        result = run_sampler_point(args.point, path, scored, config, args.threads, out)
+        dice = {r["patient_id"]: r["dice_mean"] for r in result["patients"]}
+        psnr = np.mean([r["psnr"] for r in result["patients"]])
+        common = [p for p in patients if p in reference]
+        delta, low, high = paired_bootstrap(
+            [reference[p] for p in common], [dice[p] for p in common], seed=2026
+        )
+        p_value = wilcoxon_p([reference[p] for p in common], [dice[p] for p in common])
+        print(
+            f"| {name} | {args.point} | {len(dice)} | {np.mean(list(dice.values())):.3f} | "
+            f"{psnr:.2f} | {delta:+.3f} | {low:+.3f} to {high:+.3f} | {p_value:.3g} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
