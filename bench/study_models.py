@@ -41,7 +41,7 @@ def merged_config(path: Path) -> dict:
 
 def test_patients(results: Path) -> list[str]:
     rows = csv.DictReader((results / "split.tsv").open(), delimiter="\t")
-    return [row["patient_id"] for row in rows if row["split"] == "test"]
+    return [row["patient_id"] for row in rows if row["subset"] == "test"]
 
 
 def main() -> None:
@@ -75,7 +75,8 @@ def main() -> None:
         out = args.results / "study" / "extra" / f"{name}.{args.point}.json"
         result = run_sampler_point(args.point, path, scored, config, args.threads, out)
         dice = {r["patient_id"]: r["dice_mean"] for r in result["patients"]}
-        psnr = np.mean([r["psnr"] for r in result["patients"]])
+        values = [r["psnr"] for r in result["patients"] if r["psnr"] is not None]
+        psnr = f"{np.mean(values):.2f}" if values else "-"  # a CT-only model has no sPET
         common = [p for p in patients if p in reference]
         delta, low, high = paired_bootstrap(
             [reference[p] for p in common], [dice[p] for p in common], seed=2026
@@ -83,7 +84,7 @@ def main() -> None:
         p_value = wilcoxon_p([reference[p] for p in common], [dice[p] for p in common])
         print(
             f"| {name} | {args.point} | {len(dice)} | {np.mean(list(dice.values())):.3f} | "
-            f"{psnr:.2f} | {delta:+.3f} | {low:+.3f} to {high:+.3f} | {p_value:.3g} |"
+            f"{psnr} | {delta:+.3f} | {low:+.3f} to {high:+.3f} | {p_value:.3g} |"
         )
 
 

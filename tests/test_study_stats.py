@@ -157,13 +157,13 @@ def test_wilcoxon_drops_nan_pairs():
 # --- tables -------------------------------------------------------------------------------
 
 
-def record(pid, spine, ilium, pelvis, mean, assd, synthesis="absent"):
+def record(pid, spine, ilium, pelvis, mean, assd, synthesis="absent", ilium_assd=9.0):
     rec = {
         "patient_id": pid,
         "variant": "x",
         "segmentation": {
             "lumbosacral_spine": {"dice": spine, "assd_mm": 9.0},
-            "ilium": {"dice": ilium, "assd_mm": 9.0},
+            "ilium": {"dice": ilium, "assd_mm": ilium_assd},
             "lower_pelvis": {"dice": pelvis, "assd_mm": 9.0},
             "mean": {"dice": mean, "assd_mm": assd},
         },
@@ -186,7 +186,7 @@ RECORDS = {
     "ct_only": [
         record("SYN002", 0.5, 0.5, 0.5, 0.5, 6.0, None),
         record("SYN001", 0.6, 0.5, 0.4, 0.5, 4.0),
-        record("SYN003", 0.4, 0.2, 0.3, 0.3, math.nan, None),
+        record("SYN003", 0.4, 0.2, 0.3, 0.3, math.nan, None, ilium_assd=math.nan),
     ],
 }
 
@@ -217,7 +217,10 @@ def test_per_patient_rows_are_exact_and_ordered():
 
 def test_ablation_rows_are_exact_means_over_finite_values():
     full, ct = ablation_rows(RECORDS)
-    assert list(full) == ABLATION_COLUMNS
+    assert list(full)[: len(ABLATION_COLUMNS)] == ABLATION_COLUMNS
+    # the (patient, region) pairs without an ASSD are counted, not silently dropped
+    assert (full["assd_undefined"], full["assd_pairs"]) == (0, 9)
+    assert (ct["assd_undefined"], ct["assd_pairs"]) == (1, 9)
     # full: spine (0.9+0.8+0.7)/3, ilium (0.8+0.6+0.7)/3, pelvis (0.7+0.7+0.4)/3,
     # mean Dice 0.8, 0.7, 0.6 -> 0.7, sd sqrt((0.01+0+0.01)/2) = 0.1; ASSD inf left out -> 2.0
     expected_full = {
@@ -233,7 +236,7 @@ def test_ablation_rows_are_exact_means_over_finite_values():
         "ssim": 0.85,
         "nmse": 0.02,
     }
-    assert full == pytest.approx(expected_full)
+    assert {k: full[k] for k in expected_full} == pytest.approx(expected_full)
     # ct_only: mean Dice 0.5, 0.5, 0.3 -> 1.3/3; deviations 0.2/3, 0.2/3, -0.4/3
     # -> sd sqrt((0.04 + 0.04 + 0.16) / 9 / 2); ASSD nan left out -> 5.0; no synthesis
     expected_ct = {

@@ -99,9 +99,7 @@ def run_point(
     """Predict and score every patient with ``point``; the time is the networks' only (the
     reading, writing and scoring around them do not depend on the sampler)."""
     settings = point.settings(base, best_start)
-    pseudo_settings = (
-        point.settings(base) if point.sampler == "pseudo" else replace(base, sampler="pseudo")
-    )
+    pseudo_settings = replace(base, sampler="pseudo")
     rows = []
     for index, patient in enumerate(patients):
         ct_image = read_nifti(patient.normalized_ct, patient.patient_id, made_by="normalise")
@@ -112,13 +110,18 @@ def run_point(
         start = time.perf_counter()
         spet, labels = predict_volume(ct, networks, settings, device)
         seconds = time.perf_counter() - start
-        pseudo, _ = predict_volume(ct, networks, pseudo_settings, device)
+        if point.sampler == "pseudo":  # the point itself is the pseudo-PET: no second pass
+            pseudo = spet
+        else:
+            pseudo, _ = predict_volume(ct, networks, pseudo_settings, device)
         truth = {
             name: sitk.GetArrayFromImage(read_nifti(path, patient.patient_id, made_by="crop"))
             for name, path in (("pet", patient.pet), ("label", patient.label), ("ct", patient.ct))
         }
         body, _ = body_mask(truth["ct"])
-        spet_suv = spet_to_suv(spet, suv_ceiling)
+        # a CT-only model has no sPET (predict_volume leaves SUV 0): score its labels only
+        has_spet = networks.g_ct2pet is not None
+        spet_suv = spet_to_suv(spet, suv_ceiling) if has_spet else None
         scores = patient_scores(
             spet_suv,
             truth["pet"],
@@ -130,15 +133,18 @@ def run_point(
             evaluate.max_suv,
             evaluate.ssim_sigma,
         )
-        to_pseudo = np.abs(spet_suv - spet_to_suv(pseudo, suv_ceiling))[body]
+        synthesis = scores["synthesis"] or {}
+        to_pseudo = (
+            np.abs(spet_suv - spet_to_suv(pseudo, suv_ceiling))[body] if has_spet else np.zeros(0)
+        )
         rows.append(
             {
                 "patient_id": patient.patient_id,
                 "dice_mean": scores["segmentation"]["mean"]["dice"],
                 "dice": {k: v["dice"] for k, v in scores["segmentation"].items()},
-                "psnr": scores["synthesis"]["psnr_db"],
-                "ssim": scores["synthesis"]["ssim"],
-                "spet_to_pseudo_mae_suv": float(to_pseudo.mean()) if to_pseudo.size else 0.0,
+                "psnr": synthesis.get("psnr_db"),
+                "ssim": synthesis.get("ssim"),
+                "spet_to_pseudo_mae_suv": float(to_pseudo.mean()) if to_pseudo.size else None,
                 "seconds": seconds,
             }
         )

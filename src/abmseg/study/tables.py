@@ -108,6 +108,8 @@ def ablation_rows(records: Mapping[str, Sequence[dict]]) -> list[dict]:
     is left out rather than turning the whole method's mean into inf/NaN. ``dice_mean_sd`` is
     the sample SD (ddof=1) of the per-patient mean Dice. ``psnr``/``ssim``/``nmse`` are None for
     a method without a synthetic PET (every record's ``synthesis`` null or absent).
+    ``assd_undefined`` of ``assd_pairs`` (patient, region) pairs had no ASSD (an empty
+    prediction or truth); these two keys are not columns of ablation.tsv.
     """
     by_method: dict[str, list[dict]] = {}
     for row in per_patient_rows(records):
@@ -124,6 +126,14 @@ def ablation_rows(records: Mapping[str, Sequence[dict]]) -> list[dict]:
         synthesis = [r["synthesis"] for r in method_records if r.get("synthesis")]
         for key, column in _SYNTHESIS.items():
             row[column] = _finite_mean(s.get(key) for s in synthesis) if synthesis else None
+        # a region missing from the prediction has no ASSD and drops out of the means above,
+        # which flatters a method that misses regions: count those (patient, region) pairs
+        row["assd_undefined"] = sum(
+            not np.isfinite(_metric(record, region, "assd_mm"))
+            for record in method_records
+            for region in REGIONS
+        )
+        row["assd_pairs"] = len(method_records) * len(REGIONS)
         rows.append(row)
     return rows
 
