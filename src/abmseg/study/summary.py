@@ -185,7 +185,8 @@ def markdown(
         lines.append(
             f"| {row['method']} | {DESCRIPTIONS.get(row['method'], '')} | "
             f"{_f(row['dice_mean'])} | {_f(row['dice_mean_sd'])} | {_f(row['assd_mean'], 2)} | "
-            f"{_undefined(row)} | {_f(row['psnr'], 2)} | {_f(paper[0])} | {_f(paper[1], 2)} | {_f(paper[2], 2)} |"
+            f"{_undefined(row)} | {_f(row['psnr'], 2)} | "
+            f"{_f(paper[0])} | {_f(paper[1], 2)} | {_f(paper[2], 2)} |"
         )
     lines += ["", "## Goals", ""]
     lines += [f"- {line}" for line in goals(by_method, paired)]
