@@ -334,3 +334,89 @@ def test_config_json_round_trip_through_the_cli(cohort, tmp_path):
     args = ["--stage", "1", "--variant", "ct_only", "--config", str(tmp_path / "config.json")]
     assert main([*args, "--patients", str(sheet), "--out", str(tmp_path / "o"), "--gpus", "0"]) == 0
     assert read_trained_model(tmp_path / "o" / "model.pt")["settings"]["image_size"] == 32
+
+
+# --------------------------------------------------------------------------- stage-2 knobs
+# (the validation study's risk 4: diffusion lr, warm-up on the pseudo-PET, detached denoiser)
+
+
+def test_the_diffusion_lr_scale_moves_only_the_diffusion_optimizer():
+    s = TrainSettings(lr=1e-3, lr_milestones=(2,), lr_gamma=0.1, diffusion_lr_scale=0.1)
+    assert s.optimizer_lr("gen", 1) == pytest.approx(1e-3)
+    assert s.optimizer_lr("disc", 3) == pytest.approx(1e-4)
+    assert s.optimizer_lr("diff", 1) == pytest.approx(1e-4)
+    assert s.optimizer_lr("diff", 3) == pytest.approx(1e-5)
+    with pytest.raises(ValueError, match="diffusion_lr_scale"):
+        TrainSettings(diffusion_lr_scale=0)
+    with pytest.raises(ValueError, match="spet_warmup_epochs"):
+        TrainSettings(spet_warmup_epochs=-1)
+
+
+def test_a_checkpoint_older_than_a_setting_resumes_under_its_default():
+    from abmseg.train.settings import resume_differences
+
+    saved = TrainSettings().to_dict()
+    del saved["spet_warmup_epochs"]  # written before the setting existed
+    assert resume_differences(saved, TrainSettings()) == []
+    assert resume_differences(saved, TrainSettings(spet_warmup_epochs=2)) == [
+        "spet_warmup_epochs: 0 -> 2"
+    ]
+
+
+def test_frozen_parameters_pass_gradients_to_inputs_only():
+    from abmseg.train.stage2 import frozen_parameters
+
+    layer = torch.nn.Linear(3, 2)
+    x = torch.ones(4, 3, requires_grad=True)
+    with frozen_parameters(layer):
+        y = layer(x).sum()
+    y.backward()
+    # d(sum(W x + b))/dx = column sums of W, for every row of x
+    assert torch.allclose(x.grad, layer.weight.sum(dim=0).expand(4, 3))
+    assert layer.weight.grad is None and layer.bias.grad is None
+    assert layer.weight.requires_grad and layer.bias.requires_grad  # restored
+
+
+def _step_view(diffusion, **fields):
+    from types import SimpleNamespace
+
+    from abmseg.variants import get_variant
+
+    base = {"spec": get_variant("full"), "diffusion": diffusion, "spet_t_fraction": 0.5}
+    return SimpleNamespace(**{**base, "spet_warmup": False, "seg_grad_into_denoiser": True, **fields})
+
+
+@pytest.mark.parametrize("into_denoiser", [True, False])
+def test_the_segmentation_gradient_reaches_the_denoiser_only_when_asked(full_runs, into_denoiser):
+    from abmseg.train.stage2 import training_spet
+
+    diffusion = load_trained_model(full_runs["stage2"], "cpu")["diffusion"].train()
+    pseudo = (torch.rand(2, 1, 32, 32) * 2 - 1).requires_grad_(True)
+    ct = torch.rand(2, 1, 32, 32) * 2 - 1
+    torch.manual_seed(0)
+    m = _step_view(diffusion, seg_grad_into_denoiser=into_denoiser)
+    training_spet(m, pseudo, ct).square().sum().backward()
+    assert pseudo.grad is not None and pseudo.grad.abs().sum() > 0  # G_CT->PET is reached
+    grads = [p.grad for p in diffusion.parameters()]
+    if into_denoiser:
+        assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    else:
+        assert all(g is None for g in grads)
+
+
+def test_the_warm_up_hands_mp_fpsn_the_pseudo_pet(full_runs):
+    from abmseg.train.stage2 import training_spet
+
+    diffusion = load_trained_model(full_runs["stage2"], "cpu")["diffusion"]
+    pseudo = torch.rand(2, 1, 32, 32) * 2 - 1
+    m = _step_view(diffusion, spet_warmup=True)
+    assert training_spet(m, pseudo, torch.zeros_like(pseudo)) is pseudo
+
+
+def test_stage2_trains_with_the_knobs_set(cohort, full_runs, tmp_path):
+    knobs = {"spet_warmup_epochs": 1, "seg_grad_into_denoiser": False, "diffusion_lr_scale": 0.1}
+    schedule = full_runs["schedule"]
+    model = train(cohort, tmp_path, "full", stage=2, init=full_runs["stage1"], **schedule, **knobs)
+    bundle = read_trained_model(model)
+    assert all(bundle["settings"][k] == v for k, v in knobs.items())
+    assert all(torch.isfinite(v).all() for v in state_tensors(model).values())

@@ -58,7 +58,13 @@ STAGE_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
 }
 RESULT_FREE_KEYS = {
     "train": ("training.workers",),
-    "train_stage1": ("training.workers", "training.equal_budget"),
+    "train_stage1": (
+        "training.workers",
+        "training.equal_budget",
+        "training.diffusion_lr_scale",
+        "training.spet_warmup_epochs",
+        "training.seg_grad_into_denoiser",
+    ),
 }
 
 

@@ -219,6 +219,7 @@ class Trainer:
             autocast=_autocast(env.device, self.settings.bf16),
             gan_loss=self.gan_loss,
             spet_t_fraction=self.settings.spet_t_fraction,
+            seg_grad_into_denoiser=self.settings.seg_grad_into_denoiser,
         )
         if nets.cyclegan is not None:
             plain = [getattr(nets.cyclegan, name) for name in CYCLEGAN_PARTS]
@@ -381,9 +382,10 @@ class Trainer:
         self._status(epoch=epoch, global_epoch=global_epoch, phase="training")
         seed_everything(derive_seed(s.seed, env.rank, global_epoch))
         lr = s.lr_at(global_epoch)
-        for optimizer in self.optimizers.values():
+        for name, optimizer in self.optimizers.items():
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = s.optimizer_lr(name, global_epoch)
+        m.spet_warmup = self.stage == 2 and epoch < s.spet_warmup_epochs
         if self.stage == 2 and self.nets.cyclegan is not None:
             diffusion = self.nets.diffusion
             if diffusion is not None and diffusion.loss_config.perceptual_network == "cyclegan":

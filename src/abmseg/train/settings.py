@@ -49,6 +49,15 @@ class TrainSettings:
     # without the diffusion also runs stage 2, training its stage-1 networks on (false: the
     # paper's schedule, where ct_only and cyclegan stop after stage 1).
     equal_budget: bool = False
+    # Stage-2 dynamics, measured by the validation study (docs/validation.md, risk 4); the
+    # defaults are the method as published. The diffusion's learning rate is this multiple of the
+    # scheduled one; for the first ``spet_warmup_epochs`` stage-2 epochs MP-FPSN reads the
+    # pseudo-PET instead of the untrained denoiser's one-step estimate; and with
+    # ``seg_grad_into_denoiser`` false the joint variant's segmentation loss still reaches
+    # G_CT->PET through the denoiser but no longer trains the denoiser itself.
+    diffusion_lr_scale: float = 1.0
+    spet_warmup_epochs: int = 0
+    seg_grad_into_denoiser: bool = True
 
     def __post_init__(self) -> None:
         if self.image_size % 16:
@@ -59,6 +68,10 @@ class TrainSettings:
             raise ValueError("max_slices_per_epoch must be null or at least 1")
         if not 0.0 < self.spet_t_fraction <= 1.0:
             raise ValueError(f"spet_t_fraction must lie in (0, 1], got {self.spet_t_fraction}")
+        if self.diffusion_lr_scale <= 0:
+            raise ValueError(f"diffusion_lr_scale must be > 0, got {self.diffusion_lr_scale}")
+        if self.spet_warmup_epochs < 0:
+            raise ValueError(f"spet_warmup_epochs must be >= 0, got {self.spet_warmup_epochs}")
         if self.patients_per_block < 0:
             raise ValueError("patients_per_block must be >= 0 (0 = shuffle all slices)")
 
@@ -93,7 +106,8 @@ class TrainSettings:
             values["betas"] = tuple(float(b) for b in values["betas"])
         if "lr_milestones" in values:
             values["lr_milestones"] = tuple(int(m) for m in values["lr_milestones"])
-        for name in ("lr", "weight_decay", "lr_gamma", "body_threshold", "spet_t_fraction"):
+        floats = ("lr", "weight_decay", "lr_gamma", "body_threshold", "spet_t_fraction")
+        for name in (*floats, "diffusion_lr_scale"):
             if name in values:
                 values[name] = float(values[name])
         return cls(**values)
@@ -118,10 +132,17 @@ class TrainSettings:
         reached = sum(1 for m in self.lr_milestones if global_epoch >= m)
         return self.lr * self.lr_gamma**reached
 
+    def optimizer_lr(self, optimizer: str, global_epoch: int) -> float:
+        """The learning rate of one optimizer ("gen", "disc" or "diff") in ``global_epoch``."""
+        scale = self.diffusion_lr_scale if optimizer == "diff" else 1.0
+        return self.lr_at(global_epoch) * scale
+
 
 def resume_differences(saved: Mapping[str, Any], current: TrainSettings) -> list[str]:
-    """Settings that differ between a checkpoint and this run, ignoring ``RESUME_FREE`` ones."""
+    """Settings that differ between a checkpoint and this run, ignoring ``RESUME_FREE`` ones.
+    A setting the checkpoint predates counts as its default (older checkpoints stay resumable)."""
     now = current.to_dict()
+    saved = {**TrainSettings().to_dict(), **saved}
     keys = sorted((set(saved) | set(now)) - set(RESUME_FREE))
     return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in keys if saved.get(k) != now.get(k)]
 

@@ -66,6 +66,8 @@ class StepModules:
     diffusion: nn.Module | None = None  # wrapped ConditionalDiffusion (stage 2)
     feature_fn: FeatureFn | None = None  # frozen perceptual features (stage 2, per epoch)
     spet_t_fraction: float = 0.5  # stage 2: one-step sPET timesteps in [0, fraction * T)
+    spet_warmup: bool = False  # stage 2, set per epoch: MP-FPSN reads the pseudo-PET instead
+    seg_grad_into_denoiser: bool = True  # joint variant: the segmentation loss trains the denoiser
 
     def discriminators(self) -> list[nn.Module]:
         assert self.nets.cyclegan is not None

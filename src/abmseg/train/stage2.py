@@ -33,7 +33,11 @@ half of the chain would hand MP-FPSN mostly saturated noise.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
+from torch import nn
 from torch import Tensor
 
 from abmseg.models.diffusion import ConditionalDiffusion
@@ -60,6 +64,31 @@ def one_step_spet(
     return x0.clamp(-1.0, 1.0) if diffusion.sampler.clip_x0 else x0
 
 
+@contextlib.contextmanager
+def frozen_parameters(module: nn.Module) -> Iterator[None]:
+    """Forward passes inside record no gradient for ``module``'s parameters; gradients still
+    flow through it to its inputs (the joint variant with the denoiser detached)."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def training_spet(m: StepModules, pseudo_pet: Tensor, ct: Tensor) -> Tensor:
+    """What MP-FPSN reads in a stage-2 step: the one-step sPET (the method), or the pseudo-PET
+    itself during the warm-up epochs (``StepModules.spet_warmup``)."""
+    if m.spet_warmup:
+        return pseudo_pet
+    diffusion = unwrap(m.diffusion)
+    detach = m.spec.joint and not m.seg_grad_into_denoiser
+    with frozen_parameters(diffusion) if detach else contextlib.nullcontext():
+        return one_step_spet(diffusion, pseudo_pet, ct, m.spet_t_fraction)
+
+
 def stage2_step(m: StepModules, ct: Tensor, pet: Tensor, label: Tensor) -> dict[str, Tensor]:
     """Generator + diffusion + segmentation step, then discriminator step; detached terms."""
     assert m.diffusion is not None
@@ -72,7 +101,7 @@ def stage2_step(m: StepModules, ct: Tensor, pet: Tensor, label: Tensor) -> dict[
         diff = m.diffusion(pet, ct, m.feature_fn)  # DDP-visible call of training_loss
         pseudo_pet = images["fake_pet"] if joint else images["fake_pet"].detach()
         with no_grad_unless(joint):
-            spet = one_step_spet(unwrap(m.diffusion), pseudo_pet, ct, m.spet_t_fraction)
+            spet = training_spet(m, pseudo_pet, ct)
         seg = m.seg_loss(m.mpfpsn(ct, spet), label)
         total = gen["total"] + seg["total"] + diff["total"]
     total.backward()
@@ -86,4 +115,4 @@ def stage2_step(m: StepModules, ct: Tensor, pet: Tensor, label: Tensor) -> dict[
     return out
 
 
-__all__ = ["one_step_spet", "stage2_step"]
+__all__ = ["frozen_parameters", "one_step_spet", "stage2_step", "training_spet"]
