@@ -383,7 +383,9 @@ def _step_view(diffusion, **fields):
     from abmseg.variants import get_variant
 
     base = {"spec": get_variant("full"), "diffusion": diffusion, "spet_t_fraction": 0.5}
-    return SimpleNamespace(**{**base, "spet_warmup": False, "seg_grad_into_denoiser": True, **fields})
+    return SimpleNamespace(
+        **{**base, "spet_warmup": False, "seg_grad_into_denoiser": True, **fields}
+    )
 
 
 @pytest.mark.parametrize("into_denoiser", [True, False])

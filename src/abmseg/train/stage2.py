@@ -37,8 +37,7 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
-from torch import nn
-from torch import Tensor
+from torch import Tensor, nn
 
 from abmseg.models.diffusion import ConditionalDiffusion
 from abmseg.train.distributed import unwrap
