@@ -44,6 +44,51 @@ def test_patients(results: Path) -> list[str]:
     return [row["patient_id"] for row in rows if row["subset"] == "test"]
 
 
+def score_models(
+    config: dict,
+    models: dict[str, Path],
+    results: Path,
+    point: str = "ddim-10-250",
+    reference: str = "full",
+    threads: int = 2,
+) -> list[str]:
+    """Score each model on the test patients with ``point``; markdown rows, paired against
+    ``reference``'s per-patient Dice from results/study/per_patient.tsv."""
+    patients = test_patients(results)
+    volumes = [
+        str(results / folder / p / f"{image}.nii.gz")
+        for p in patients
+        for folder, image in (
+            ("normalized", "ct"), ("cropped", "pet_suv"), ("cropped", "label"), ("cropped", "ct")
+        )
+    ]  # fmt: skip
+    scored = scored_patients(patients, volumes)
+    ref = {
+        row["patient_id"]: float(row["dice_mean"])
+        for row in csv.DictReader((results / "study/per_patient.tsv").open(), delimiter="\t")
+        if row["method"] == reference
+    }
+    lines = [
+        f"| model | point | n | Dice mean | PSNR dB | {reference} - model | 95 % CI | p |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, path in models.items():
+        out = results / "study" / "extra" / f"{name}.{point}.json"
+        result = run_sampler_point(point, path, scored, config, threads, out)
+        dice = {r["patient_id"]: r["dice_mean"] for r in result["patients"]}
+        values = [r["psnr"] for r in result["patients"] if r["psnr"] is not None]
+        psnr = f"{np.mean(values):.2f}" if values else "-"  # a CT-only model has no sPET
+        common = [p for p in patients if p in ref]
+        a, b = [ref[p] for p in common], [dice[p] for p in common]
+        delta, low, high = paired_bootstrap(a, b, seed=2026)
+        lines.append(
+            f"| {name} | {point} | {len(dice)} | {np.mean(list(dice.values())):.3f} | "
+            f"{psnr} | {delta:+.3f} | {low:+.3f} to {high:+.3f} | {wilcoxon_p(a, b):.3g} |"
+        )
+        print(lines[-1], flush=True)
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, required=True)
@@ -53,39 +98,16 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    config = merged_config(args.config)
-    patients = test_patients(args.results)
-    volumes = [
-        str(args.results / folder / p / f"{image}.nii.gz")
-        for p in patients
-        for folder, image in (
-            ("normalized", "ct"), ("cropped", "pet_suv"), ("cropped", "label"), ("cropped", "ct")
-        )
-    ]  # fmt: skip
-    scored = scored_patients(patients, volumes)
-    reference = {
-        row["patient_id"]: float(row["dice_mean"])
-        for row in csv.DictReader((args.results / "study/per_patient.tsv").open(), delimiter="\t")
-        if row["method"] == args.reference
-    }
-    print(f"\n| model | point | n | Dice mean | PSNR dB | {args.reference} - model | 95 % CI | p |")
-    print("|---|---|---|---|---|---|---|---|")
-    for spec in args.model:
-        name, path = spec.split("=", 1)
-        out = args.results / "study" / "extra" / f"{name}.{args.point}.json"
-        result = run_sampler_point(args.point, path, scored, config, args.threads, out)
-        dice = {r["patient_id"]: r["dice_mean"] for r in result["patients"]}
-        values = [r["psnr"] for r in result["patients"] if r["psnr"] is not None]
-        psnr = f"{np.mean(values):.2f}" if values else "-"  # a CT-only model has no sPET
-        common = [p for p in patients if p in reference]
-        delta, low, high = paired_bootstrap(
-            [reference[p] for p in common], [dice[p] for p in common], seed=2026
-        )
-        p_value = wilcoxon_p([reference[p] for p in common], [dice[p] for p in common])
-        print(
-            f"| {name} | {args.point} | {len(dice)} | {np.mean(list(dice.values())):.3f} | "
-            f"{psnr} | {delta:+.3f} | {low:+.3f} to {high:+.3f} | {p_value:.3g} |"
-        )
+    models = dict(spec.split("=", 1) for spec in args.model)
+    lines = score_models(
+        merged_config(args.config),
+        {name: Path(path) for name, path in models.items()},
+        args.results,
+        args.point,
+        args.reference,
+        args.threads,
+    )
+    print("\n" + "\n".join(lines))
 
 
 if __name__ == "__main__":
