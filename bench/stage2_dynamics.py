@@ -60,6 +60,47 @@ def training_patients_tsv(results: Path, out: Path) -> Path:
     return out
 
 
+def train_command(
+    variant: str, stage: int, config: Path, patients: Path, out: Path, init: Path | None
+) -> list[str]:
+    """``abmseg train`` of one stage on the CPU (the CLI the workflow's rules also drive)."""
+    command = [
+        sys.executable, "-m", "abmseg.train.cli", "--stage", str(stage), "--variant", variant,
+        "--config", str(config), "--patients", str(patients), "--out", str(out), "--gpus", "0",
+    ]  # fmt: skip
+    return command + (["--init", str(init)] if init else [])
+
+
+def run_chains(chains: dict[str, list[list[str]]], logs: Path, parallel: int) -> dict[str, float]:
+    """Run each named chain of commands in order, ``parallel`` chains at once, one thread each;
+    the seconds each chain took. A failed command stops everything, naming its log."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    pending, running, seconds = list(chains), {}, {}
+
+    def start(name: str, index: int, began: float) -> None:
+        log = (logs / f"{name}.{index}.log").open("w")
+        process = subprocess.Popen(chains[name][index], env=env, stdout=log, stderr=log)
+        running[name] = (process, index, began)
+
+    while pending or running:
+        while pending and len(running) < parallel:
+            name = pending.pop(0)
+            start(name, 0, time.time())
+        time.sleep(5)
+        for name, (process, index, began) in list(running.items()):
+            if process.poll() is None:
+                continue
+            if process.returncode:
+                sys.exit(f"{name} failed: see {logs / f'{name}.{index}.log'}")
+            del running[name]
+            if index + 1 < len(chains[name]):
+                start(name, index + 1, began)
+            else:
+                seconds[name] = time.time() - began
+                print(f"{name}: done after {seconds[name]:.0f} s", flush=True)
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, required=True)
@@ -72,33 +113,16 @@ def main() -> None:
     patients = training_patients_tsv(args.results, args.out / "train_patients.tsv")
     init = args.results / "models" / "full" / "stage1" / "model.pt"
     names = args.only or list(EXPERIMENTS)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    pending, running, seconds = list(names), {}, {}
-    while pending or running:
-        while pending and len(running) < args.parallel:
-            name = pending.pop(0)
-            folder = args.out / name
-            folder.mkdir(parents=True, exist_ok=True)
-            cfg = folder / "config.json"
-            cfg.write_text(json.dumps(experiment_config(config, EXPERIMENTS[name]), indent=1))
-            command = [
-                sys.executable, "-m", "abmseg.train.cli", "--stage", "2", "--variant", "full",
-                "--config", str(cfg), "--patients", str(patients), "--out", str(folder),
-                "--init", str(init), "--gpus", "0",
-            ]  # fmt: skip
-            log = (folder / "train.log").open("w")
-            process = subprocess.Popen(command, env=env, stderr=log, stdout=log)
-            running[name] = (process, time.time())
-        time.sleep(5)
-        for name, (process, start) in list(running.items()):
-            if process.poll() is not None:
-                seconds[name] = time.time() - start
-                print(f"{name}: exit {process.returncode} after {seconds[name]:.0f} s", flush=True)
-                if process.returncode:
-                    sys.exit(f"{name} failed: see {args.out / name / 'train.log'}")
-                del running[name]
+    chains = {}
+    for name in names:
+        folder = args.out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        cfg = folder / "config.json"
+        cfg.write_text(json.dumps(experiment_config(config, EXPERIMENTS[name]), indent=1))
+        chains[name] = [train_command("full", 2, cfg, patients, folder, init)]
+    seconds = run_chains(chains, args.out, args.parallel)
     models = {name: args.out / name / "model.pt" for name in names}
-    lines = score_models(config, models, args.results, threads=args.parallel)
+    lines, _ = score_models(config, models, args.results, threads=args.parallel)
     print("\n" + "\n".join(lines))
     print("\ntraining seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
 

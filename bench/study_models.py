@@ -51,9 +51,10 @@ def score_models(
     point: str = "ddim-10-250",
     reference: str = "full",
     threads: int = 2,
-) -> list[str]:
-    """Score each model on the test patients with ``point``; markdown rows, paired against
-    ``reference``'s per-patient Dice from results/study/per_patient.tsv."""
+) -> tuple[list[str], dict[str, dict[str, float]]]:
+    """Score each model on the test patients with ``point``: markdown rows, paired against
+    ``reference``'s per-patient Dice from results/study/per_patient.tsv, and each model's
+    per-patient mean Dice."""
     patients = test_patients(results)
     volumes = [
         str(results / folder / p / f"{image}.nii.gz")
@@ -68,6 +69,7 @@ def score_models(
         for row in csv.DictReader((results / "study/per_patient.tsv").open(), delimiter="\t")
         if row["method"] == reference
     }
+    per_model: dict[str, dict[str, float]] = {}
     lines = [
         f"| model | point | n | Dice mean | PSNR dB | {reference} - model | 95 % CI | p |",
         "|---|---|---|---|---|---|---|---|",
@@ -76,6 +78,7 @@ def score_models(
         out = results / "study" / "extra" / f"{name}.{point}.json"
         result = run_sampler_point(point, path, scored, config, threads, out)
         dice = {r["patient_id"]: r["dice_mean"] for r in result["patients"]}
+        per_model[name] = dice
         values = [r["psnr"] for r in result["patients"] if r["psnr"] is not None]
         psnr = f"{np.mean(values):.2f}" if values else "-"  # a CT-only model has no sPET
         common = [p for p in patients if p in ref]
@@ -86,7 +89,7 @@ def score_models(
             f"{psnr} | {delta:+.3f} | {low:+.3f} to {high:+.3f} | {wilcoxon_p(a, b):.3g} |"
         )
         print(lines[-1], flush=True)
-    return lines
+    return lines, per_model
 
 
 def main() -> None:
@@ -99,7 +102,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     models = dict(spec.split("=", 1) for spec in args.model)
-    lines = score_models(
+    lines, _ = score_models(
         merged_config(args.config),
         {name: Path(path) for name, path in models.items()},
         args.results,
