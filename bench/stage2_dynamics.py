@@ -52,7 +52,7 @@ def experiment_config(config: dict, changes: dict) -> dict:
 
 def training_patients_tsv(results: Path, out: Path) -> Path:
     rows = csv.DictReader((results / "split.tsv").open(), delimiter="\t")
-    train = [r["patient_id"] for r in rows if r["subset"] == "train"]
+    train = sorted(r["patient_id"] for r in rows if r["subset"] == "train")  # as scripts/train.py
     folders = {p: (results / "normalized" / p).resolve() for p in train}
     lines = ["patient_id\tfolder", *(f"{p}\t{folder}" for p, folder in folders.items())]
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -78,8 +78,8 @@ def run_chains(chains: dict[str, list[list[str]]], logs: Path, parallel: int) ->
     pending, running, seconds = list(chains), {}, {}
 
     def start(name: str, index: int, began: float) -> None:
-        log = (logs / f"{name}.{index}.log").open("w")
-        process = subprocess.Popen(chains[name][index], env=env, stdout=log, stderr=log)
+        with (logs / f"{name}.{index}.log").open("w") as log:  # the child keeps its own handle
+            process = subprocess.Popen(chains[name][index], env=env, stdout=log, stderr=log)
         running[name] = (process, index, began)
 
     while pending or running:
@@ -91,6 +91,9 @@ def run_chains(chains: dict[str, list[list[str]]], logs: Path, parallel: int) ->
             if process.poll() is None:
                 continue
             if process.returncode:
+                for other, *_ in running.values():  # no orphan keeps the cores busy
+                    other.terminate()
+                    other.wait()
                 sys.exit(f"{name} failed: see {logs / f'{name}.{index}.log'}")
             del running[name]
             if index + 1 < len(chains[name]):

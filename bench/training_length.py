@@ -1,4 +1,4 @@
-"""Is the study's training budget what holds full back? (docs/validation.md, goal 1)
+"""Is the study's training budget what holds full back? (docs/validation.md, "Why full misses ct_only + 0.05")
 
 Trains ct_only and full again, both stages, with every epoch count of the study multiplied by
 ``--scale`` (the study's settings otherwise, the study's training patients), scores both on the

@@ -358,3 +358,13 @@ def test_sampler_rows_are_means_over_patients(tmp_path):
         "ddim\t50\t700\t0.7\t28\t12",
         "ddpm\t\tfull\t0.7\t27\t5",
     ]
+
+
+def test_summary_table_says_how_many_regions_had_no_assd():
+    from abmseg.study.summary import markdown
+
+    text = markdown(ablation_rows(RECORDS), [], [], None, None)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if "|" in line}
+    assert "| no ASSD |" in rows["method"]
+    # full: every region scored (0 of 9); ct_only: SYN003's ilium has none (1 of 9)
+    assert " | 0/9 | " in rows["full"] and " | 1/9 | " in rows["ct_only"]

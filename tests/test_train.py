@@ -422,3 +422,9 @@ def test_stage2_trains_with_the_knobs_set(cohort, full_runs, tmp_path):
     bundle = read_trained_model(model)
     assert all(bundle["settings"][k] == v for k, v in knobs.items())
     assert all(torch.isfinite(v).all() for v in state_tensors(model).values())
+    # the scale reached the diffusion's optimizer and no other (its last epoch's learning rates)
+    from abmseg.train.checkpoint import load_latest_checkpoint
+
+    optimizers = load_latest_checkpoint(tmp_path / "checkpoints")["optimizers"]
+    lrs = {name: state["param_groups"][0]["lr"] for name, state in optimizers.items()}
+    assert lrs["diff"] == pytest.approx(0.1 * lrs["gen"]) and lrs["disc"] == lrs["gen"]

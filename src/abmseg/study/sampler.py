@@ -110,7 +110,7 @@ def run_point(
         start = time.perf_counter()
         spet, labels = predict_volume(ct, networks, settings, device)
         seconds = time.perf_counter() - start
-        if point.sampler == "pseudo":  # the point itself is the pseudo-PET: no second pass
+        if point.sampler == "pseudo" or networks.diffusion is None:  # same as the point: reuse
             pseudo = spet
         else:
             pseudo, _ = predict_volume(ct, networks, pseudo_settings, device)

@@ -25,7 +25,10 @@ an inference chain, which has no earlier x0 estimate) and ``schedule.predict_x0`
 noising, clipped to [-1, 1] as the samplers do. It is the x0 the sampler itself estimates at
 timestep t, costs one denoiser pass, and is differentiable: for the joint variant (``full``) the
 segmentation gradient flows into the denoiser and, through the noised pseudo-PET, into
-G_CT->PET; otherwise the estimate is computed without a graph. Timesteps stop at
+G_CT->PET (with ``seg_grad_into_denoiser`` false, into G_CT->PET only: the denoiser's parameters
+are frozen for that pass); otherwise the estimate is computed without a graph. During the first
+``spet_warmup_epochs`` of stage 2 MP-FPSN reads the pseudo-PET itself instead (docs/validation.md,
+risk 4). Timesteps stop at
 ``spet_t_fraction`` (default 0.5) of the chain because x0 = (x_t - sqrt(1 - a) eps) / sqrt(a)
 amplifies the noise-prediction error by 1/sqrt(alpha_bar) (about 150x at t = T - 1): the upper
 half of the chain would hand MP-FPSN mostly saturated noise.
