@@ -132,8 +132,10 @@ def full_runs(cohort, tmp_path_factory) -> dict[str, Path]:
 
 
 def test_variant_table():
-    assert set(VARIANTS) == {"ct_only", "cyclegan", "diffusion", "fusion", "full"}
-    assert [v for v in VARIANTS if has_stage2(v)] == ["diffusion", "fusion", "full"]
+    table5 = {"ct_only", "cyclegan", "diffusion", "fusion", "full"}
+    assert set(VARIANTS) == table5 | {"early_concat"}
+    assert [v for v in VARIANTS if has_stage2(v)] == ["diffusion", "early_concat", "fusion", "full"]
+    assert VARIANTS["early_concat"].fusion == "input" and VARIANTS["early_concat"].uses_diffusion
     assert final_stage("cyclegan") == 1 and final_stage("full") == 2
     assert VARIANTS["full"].joint and not VARIANTS["fusion"].joint
     assert VARIANTS["cyclegan"].fusion == "concat" and VARIANTS["ct_only"].modalities == "ct"
@@ -143,7 +145,8 @@ def test_variant_table():
     # stage 1 is trained once where it is the same: only the diffusion tells these two apart
     assert stage1_owner("diffusion") == "cyclegan"
     assert {v: stage1_owner(v) for v in VARIANTS if v != "diffusion"} == {
-        "ct_only": "ct_only", "cyclegan": "cyclegan", "fusion": "fusion", "full": "full"
+        "ct_only": "ct_only", "cyclegan": "cyclegan", "fusion": "fusion", "full": "full",
+        "early_concat": "early_concat",
     }  # fmt: skip
 
 

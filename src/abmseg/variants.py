@@ -3,15 +3,16 @@
 One training loop serves every variant; the flags below are the only place the variants differ,
 so an ablation row can never silently drift from the method's code path.
 
-=========  ========  =========  ======  =========  =====
-variant    CycleGAN  diffusion  fusion  MP-FPSN    joint
-=========  ========  =========  ======  =========  =====
-ct_only    no        no         add     CT         no
-cyclegan   yes       no         concat  CT + sPET  no
-diffusion  yes       yes        concat  CT + sPET  no
-fusion     yes       yes        add     CT + sPET  no
-full       yes       yes        add     CT + sPET  yes
-=========  ========  =========  ======  =========  =====
+============  ========  =========  ======  =========  =====
+variant       CycleGAN  diffusion  fusion  MP-FPSN    joint
+============  ========  =========  ======  =========  =====
+ct_only       no        no         add     CT         no
+cyclegan      yes       no         concat  CT + sPET  no
+diffusion     yes       yes        concat  CT + sPET  no
+early_concat  yes       yes        input   CT + sPET  no
+fusion        yes       yes        add     CT + sPET  no
+full          yes       yes        add     CT + sPET  yes
+============  ========  =========  ======  =========  =====
 
 ``joint``: the segmentation loss back-propagates into the synthesis networks (the pseudo-PET /
 sPET is not detached); otherwise MP-FPSN sees a detached image and the synthesis networks learn
@@ -30,7 +31,7 @@ class VariantSpec:
 
     uses_cyclegan: bool
     uses_diffusion: bool
-    fusion: Literal["add", "concat"]
+    fusion: Literal["add", "concat", "input"]
     modalities: Literal["ct", "ct+spet"]
     joint: bool
 
@@ -47,6 +48,9 @@ VARIANTS: dict[str, VariantSpec] = {
     "ct_only": VariantSpec(False, False, "add", "ct", False),
     "cyclegan": VariantSpec(True, False, "concat", "ct+spet", False),
     "diffusion": VariantSpec(True, True, "concat", "ct+spet", False),
+    # not in the paper's table: diffusion with CT and sPET stacked at the input of one encoder,
+    # the other reading of its "concatenation" (docs/validation.md, risk 3)
+    "early_concat": VariantSpec(True, True, "input", "ct+spet", False),
     "fusion": VariantSpec(True, True, "add", "ct+spet", False),
     "full": VariantSpec(True, True, "add", "ct+spet", True),
 }

@@ -16,6 +16,7 @@ VARIANTS = {
     "add": {},
     "concat": {"fusion": "concat"},
     "ct-only": {"modalities": "ct"},
+    "input": {"fusion": "input"},
 }
 
 
@@ -137,6 +138,23 @@ def test_concat_has_more_parameters_and_wider_fusion():
     )
 
 
+def test_input_concatenation_is_the_ct_only_network_with_a_two_channel_first_conv():
+    """fusion "input": one encoder reading [CT, sPET] as channels; the rest is the CT-only
+    network, so the parameters differ by exactly the first conv's weights for the extra channel."""
+    early, ct_only = tiny(fusion="input"), tiny(modalities="ct")
+    assert list(early.encoders) == ["ct_spet"]
+    first = next(m for m in early.encoders["ct_spet"].modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.in_channels == 2
+    assert n_params(early) - n_params(ct_only) == first.weight[:, 1:].numel()
+    ct, spet = images()
+    feats = early.forward_features(ct, spet)
+    stacked = early.encoders["ct_spet"](torch.cat([ct, spet], 1))
+    assert all(torch.equal(a, b) for a, b in zip(feats.encoded["ct_spet"], stacked, strict=True))
+    assert not torch.equal(early.eval()(ct, spet), early(ct, -spet))  # the sPET is read
+    with pytest.raises(ValueError, match=r"needs modalities 'ct\+spet'"):
+        tiny(fusion="input", modalities="ct")
+
+
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_gradients_reach_every_parameter(variant):
     model = tiny(**VARIANTS[variant])
@@ -146,8 +164,8 @@ def test_gradients_reach_every_parameter(variant):
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
     assert not missing, missing
     prefixes = {n.split(".")[0] + "." + n.split(".")[1] for n, _ in model.named_parameters()}
-    expected_encoders = (
-        {"encoders.ct", "encoders.spet"} if variant != "ct-only" else {"encoders.ct"}
+    expected_encoders = {"ct-only": {"encoders.ct"}, "input": {"encoders.ct_spet"}}.get(
+        variant, {"encoders.ct", "encoders.spet"}
     )
     assert expected_encoders <= prefixes
     assert any(n.startswith("decoder.") for n, _ in model.named_parameters())

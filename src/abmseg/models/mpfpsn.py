@@ -21,6 +21,9 @@ Variants (constructor arguments, for the paper's ablation, Table 5):
 - ``fusion="concat"``: channel concatenation replaces the sums: F16 = [CT16, sPET16] and
   S_i = [Up(F_2i), CT_i, sPET_i]; the 3x3 fusion conv consumes that wider S_i, and the residual
   goes through a 1x1 projection of S_i (the widths differ). The decoder consumes the wider F16.
+- ``fusion="input"``: early (input-level) concatenation, the other reading of the paper's
+  "concatenation" (docs/validation.md, risk 3): CT and sPET are stacked as two channels of ONE
+  encoder, whose pyramid is fused and decoded as the CT-only network's is.
 - ``modalities="ct"``: the CT-only baseline; one encoder, the same fusion and decoder with the CT
   term alone (F16 = CT16, S_i = Up(F_2i) + CT_i).
 """
@@ -34,7 +37,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (PyTorch convention)
 from torch import Tensor, nn
 
-Fusion = Literal["add", "concat"]
+Fusion = Literal["add", "concat", "input"]
 Modalities = Literal["ct+spet", "ct"]
 Norm = Literal["batch", "instance", "none"]
 N_SCALES = 4  # 1/2, 1/4, 1/8, 1/16
@@ -316,14 +319,24 @@ class MPFPSN(nn.Module):
         super().__init__()
         if modalities not in ("ct+spet", "ct"):
             raise ValueError(f"unknown modalities {modalities!r}; choose 'ct+spet' or 'ct'")
+        if fusion == "input" and modalities != "ct+spet":
+            raise ValueError("fusion 'input' stacks CT and sPET: it needs modalities 'ct+spet'")
         self.modalities = ("ct", "spet") if modalities == "ct+spet" else ("ct",)
         self.fusion = fusion
         self.n_classes = n_classes
+        # one encoder per stream: per modality, or one for the stacked CT + sPET (fusion "input")
+        self.streams = ("ct_spet",) if fusion == "input" else self.modalities
+        channels = in_channels * (len(self.modalities) if fusion == "input" else 1)
         self.encoders = nn.ModuleDict(
-            {m: Encoder(in_channels, encoder_widths, norm) for m in self.modalities}
+            {s: Encoder(channels, encoder_widths, norm) for s in self.streams}
         )
         self.pyramid = PyramidFusion(
-            encoder_widths, fused_widths, len(self.modalities), fusion, norm, upsample
+            encoder_widths,
+            fused_widths,
+            len(self.streams),
+            "add" if fusion == "input" else fusion,
+            norm,
+            upsample,
         )
         self.decoder = Decoder(self.pyramid.out_channels, decoder_widths, n_classes, norm, upsample)
 
@@ -347,18 +360,25 @@ class MPFPSN(nn.Module):
             raise ValueError(f"ct {tuple(ct.shape)} and spet {tuple(spet.shape)} differ")
         return {"ct": ct, "spet": spet}
 
-    def forward_features(self, ct: Tensor, spet: Tensor | None = None) -> PyramidFeatures:
-        """Encoder, aligned and fused pyramids (for inspection and tests)."""
+    def _stream_inputs(self, ct: Tensor, spet: Tensor | None) -> dict[str, Tensor]:
+        """The input of each encoder: the modalities, or both stacked (fusion "input")."""
         inputs = self._inputs(ct, spet)
-        encoded = {m: self.encoders[m](x) for m, x in inputs.items()}
-        aligned_list = self.pyramid.aligned([encoded[m] for m in self.modalities])
+        if self.fusion == "input":
+            return {"ct_spet": torch.cat([inputs[m] for m in self.modalities], dim=1)}
+        return inputs
+
+    def forward_features(self, ct: Tensor, spet: Tensor | None = None) -> PyramidFeatures:
+        """Encoder, aligned and fused pyramids per stream (for inspection and tests)."""
+        inputs = self._stream_inputs(ct, spet)
+        encoded = {s: self.encoders[s](x) for s, x in inputs.items()}
+        aligned_list = self.pyramid.aligned([encoded[s] for s in self.streams])
         fused = self.pyramid.fuse(aligned_list)
-        aligned = dict(zip(self.modalities, aligned_list, strict=True))
+        aligned = dict(zip(self.streams, aligned_list, strict=True))
         return PyramidFeatures(encoded, aligned, fused)
 
     def forward(self, ct: Tensor, spet: Tensor | None = None) -> Tensor:
-        inputs = self._inputs(ct, spet)
-        features = [self.encoders[m](inputs[m]) for m in self.modalities]
+        inputs = self._stream_inputs(ct, spet)
+        features = [self.encoders[s](inputs[s]) for s in self.streams]
         return self.decoder(self.pyramid(features))
 
 

@@ -38,6 +38,7 @@ DESCRIPTIONS = {
     "ct_only": "MP-FPSN on CT alone",
     "cyclegan": "+ CycleGAN pseudo-PET, concatenation",
     "diffusion": "+ conditional diffusion sPET, concatenation",
+    "early_concat": "diffusion with CT and sPET stacked at the input (not in the paper)",
     "fusion": "+ multi-scale additive fusion",
     "full": "+ joint optimisation (the method)",
     "all_marrow": "all marrow inside a CT bone-interior mask",
