@@ -30,6 +30,7 @@ from abmseg.models.seg_losses import SegmentationLoss
 MPFPSN_VARIANTS = {
     "add": {"fusion": "add"},
     "concat": {"fusion": "concat"},
+    "input": {"fusion": "input"},  # early concatenation (docs/validation.md, risk 3)
     "ct-only": {"modalities": "ct"},
 }
 
