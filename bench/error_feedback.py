@@ -76,6 +76,12 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=6)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--betas", type=float, nargs="+", default=[0.0, 1.0, 10.0, 100.0])
+    parser.add_argument(
+        "--strategies",
+        nargs="*",
+        default=[],
+        help="Table 4 CT-weight strategies to swap in at inference (beta 1), after the beta sweep",
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     config = merged_config(args.config)
@@ -107,10 +113,13 @@ def main() -> None:
     evaluate = EvaluateSettings.from_config(config)
     ceiling = NormaliseSettings.from_config(config).suv_ceiling
     weighting = diffusion.weighting
-    print("\n| beta | sampler seeds | Dice mean (sd over seeds) | mean eps_denoise | mean alpha |")
+    print("\n| weighting | sampler seeds | Dice mean (sd over seeds) | mean eps_denoise | alpha |")
     print("|---|---|---|---|---|")
-    for beta in args.betas:
-        diffusion.weighting = dataclasses.replace(weighting, beta=beta)
+    # a strategy swapped in at inference only: the model was trained with the configured one
+    runs = [(f"beta {b:g}", dataclasses.replace(weighting, beta=b), b) for b in args.betas]
+    runs += [(s, dataclasses.replace(weighting, strategy=s), 1.0) for s in args.strategies]
+    for label, chosen, beta in runs:
+        diffusion.weighting = chosen
         dice, eps = [], []
         for seed in range(args.seeds):
             recorded.clear()
@@ -120,7 +129,7 @@ def main() -> None:
             eps.append(float(torch.cat(recorded).mean()) if recorded else float("nan"))
         e = float(np.mean(eps))
         print(
-            f"| {beta:g} | {args.seeds} | {np.mean(dice):.4f} ({np.std(dice, ddof=1):.4f}) | "
+            f"| {label} | {args.seeds} | {np.mean(dice):.4f} ({np.std(dice, ddof=1):.4f}) | "
             f"{e:.4f} | {1 + beta * e:.4f} |"
         )
 
