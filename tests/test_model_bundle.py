@@ -15,14 +15,13 @@ import torch
 import abmseg
 from abmseg.errors import PatientDataError
 from abmseg.infer import model_bundle
-from abmseg.infer.model_bundle import (
+from abmseg.infer.bundle_manifest import (
     BUNDLE_FORMAT,
     FORMAT_VERSION,
     MANIFEST,
-    load_model_bundle,
     verify_model_bundle,
-    write_model_bundle,
 )
+from abmseg.infer.model_bundle import load_model_bundle, write_model_bundle
 from abmseg.infer.networks import load_networks
 from abmseg.infer.predict import InferenceSettings, predict_volume
 from abmseg.models.diffusion import ConditionalDiffusion

@@ -7,7 +7,7 @@ from abmseg.cohort.plan import plan_cohort
 from abmseg.cohort.sheet import load_sheet
 from abmseg.cohort.split import SplitSettings
 from abmseg.errors import UserError
-from abmseg.infer.model_bundle import resolve_configured_bundle
+from abmseg.infer.bundle_manifest import resolve_configured_bundle
 from abmseg.io.dicom_series import list_dicom_files
 from abmseg.settings import stage_config as config_of_stage
 from abmseg.study.plan import StudyPlan

@@ -13,19 +13,20 @@ Layout::
 Manifest last: writing removes the old bundle.json first and writes the new one only after every
 weight file is in place, so a folder without bundle.json is an unfinished bundle and is refused.
 Loading checks format, version and each file's size and SHA-256 before any file is unpickled
-(``weights_only=True``), so a changed or damaged bundle never reaches a network.
+(``weights_only=True``), so a changed or damaged bundle never reaches a network. The manifest
+and those checks are in abmseg.infer.bundle_manifest, which needs no torch (the workflow runs
+them while it builds its DAG).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,20 @@ from torch import nn
 
 import abmseg
 from abmseg.atomic import write_json
-from abmseg.errors import ConfigError, PatientDataError
+from abmseg.errors import PatientDataError
+from abmseg.infer.bundle_manifest import (
+    BUNDLE_FORMAT,
+    FIX_COPY,
+    FORMAT_VERSION,
+    MANIFEST,
+    PRESET_KEYS,
+    WEIGHTS,
+    check_digest,
+    locate_bundle,
+    manifest_digest,
+    read_manifest,
+    weight_file,
+)
 from abmseg.infer.networks import model_maker, pick_device
 from abmseg.infer.patient import Predictor
 from abmseg.infer.predict import InferenceNetworks, InferenceSettings
@@ -56,20 +70,15 @@ from abmseg.provenance.layout import record_path, results_dir_of_output
 from abmseg.settings import to_section
 from abmseg.variants import get_variant
 
-MANIFEST = "bundle.json"
-BUNDLE_FORMAT = "abmseg-model-bundle"
-FORMAT_VERSION = 1
-WEIGHTS = "weights"
 # Inference network -> (key of its preset in ``presets``, builder from that preset).
 BUILDERS = {
-    "mpfpsn": ("mpfpsn", MPFPSN.from_preset),
-    "g_ct2pet": ("cyclegan", ResnetGenerator.from_preset),
-    "diffusion": ("diffusion", ConditionalDiffusion.from_preset),
+    name: (PRESET_KEYS[name], build)
+    for name, build in (
+        ("mpfpsn", MPFPSN.from_preset),
+        ("g_ct2pet", ResnetGenerator.from_preset),
+        ("diffusion", ConditionalDiffusion.from_preset),
+    )
 }
-REQUIRED = (
-    "abmseg_version", "variant", "stage", "model_preset", "image_size", "presets", "networks",
-    "preprocessing", "sampler", "regions", "training", "provenance", "manifest_sha256",
-)  # fmt: skip
 # What a bundle must record so inference preprocesses and samples as the pipeline did.
 NEEDED = (
     "preprocessing.crop.margin_mm", "preprocessing.normalise.ct_level_hu",
@@ -79,11 +88,6 @@ NEEDED = (
 GRID_SLICES = (
     "axial slices padded to a square and resized to image_size (abmseg.slicing); "
     "in-plane and slice spacing of the CT kept"
-)
-FIX_COPY = "copy the bundle again from its source, or rerun the training and the bundle rule"
-FIX_POINT = (
-    "point to a folder written by the pipeline's bundle rule (results/bundles/<variant>), "
-    "or rerun that rule"
 )
 
 
@@ -123,14 +127,6 @@ def _lacking(settings: dict, dotted: tuple[str, ...]) -> list[str]:
     return out
 
 
-def manifest_digest(manifest: dict) -> str:
-    """SHA-256 of the manifest's canonical JSON without its own ``manifest_sha256`` field: an
-    edited bundle.json (settings, regions, recorded weight hashes) no longer matches it."""
-    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def training_record_path(model_pt: str | Path) -> Path:
     """Where the training job that wrote ``model_pt`` left its provenance record."""
     results = results_dir_of_output(model_pt)
@@ -159,7 +155,7 @@ def write_model_bundle(
     Only the inference networks are kept, so a bundle is what a site needs to run the model
     and nothing it could mistake for a training checkpoint.
     """
-    folder, _ = _locate(folder)
+    folder, _ = locate_bundle(folder)
     missing = _lacking({"preprocessing": preprocessing, "sampler": sampler}, NEEDED)
     if missing:
         raise ValueError(f"a model bundle needs the settings {missing}; they are absent")
@@ -288,150 +284,6 @@ class BundleSettings:
         return cls(preprocessing, inference.sampler_record(), dict(regions))
 
 
-def _locate(folder: str | Path) -> tuple[Path, Path]:
-    """(bundle folder, its bundle.json) from either of the two."""
-    path = Path(folder)
-    if path.name == MANIFEST and not path.is_dir():
-        return path.parent, path
-    return path, path / MANIFEST
-
-
-def _read_manifest(root: Path, manifest_path: Path, patient: str | None) -> dict:
-    """The manifest after the checks that need no weight file (format, keys, version, variant)."""
-
-    def refuse(problem: str, fix: str = FIX_COPY) -> PatientDataError:
-        return PatientDataError(patient, manifest_path, problem, fix)
-
-    if not manifest_path.is_file():
-        if (root / WEIGHTS).is_dir():
-            raise refuse(
-                "not a model bundle: no bundle.json, though weights/ is there: an unfinished "
-                "bundle (writing stopped before its manifest)",
-                "rerun the pipeline's bundle rule to write it again",
-            )
-        raise refuse("not a model bundle: no bundle.json", FIX_POINT)
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise refuse(f"bundle.json is not readable JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
-        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise refuse(
-            f"bundle.json is not an {BUNDLE_FORMAT} manifest (format {found!r})", FIX_POINT
-        )
-    version, running = manifest.get("abmseg_version"), abmseg.__version__
-    other = f"install abmseg=={version} to use this bundle, or retrain with this version"
-    if manifest.get("format_version") != FORMAT_VERSION:
-        found = manifest.get("format_version")
-        raise refuse(
-            f"bundle format version {found!r}; abmseg {running} reads {FORMAT_VERSION}", other
-        )
-    missing = [key for key in REQUIRED if key not in manifest]
-    if missing:
-        raise refuse(f"bundle.json lacks the key(s) {', '.join(missing)}")
-    if version != running:
-        raise refuse(f"the bundle was written by abmseg {version}, this is abmseg {running}", other)
-    if manifest["manifest_sha256"] != manifest_digest(manifest):
-        raise refuse(
-            "bundle.json does not match its own manifest_sha256: it was edited after it was "
-            "written (settings, regions or recorded weight hashes may no longer be the trained "
-            "model's)"
-        )
-    try:
-        spec = get_variant(manifest["variant"])
-    except ValueError as exc:
-        fix = "use a bundle of a known variant, or the abmseg that wrote it"
-        raise refuse(str(exc), fix) from None
-    expected = ["mpfpsn"]  # the networks variant_presets gives this variant and stage
-    if spec.uses_cyclegan:
-        expected.append("g_ct2pet")
-    if spec.uses_diffusion and manifest["stage"] == 2:
-        expected.append("diffusion")
-    networks, presets = manifest["networks"], manifest["presets"]
-    if not isinstance(presets, dict):
-        raise refuse(f"bundle.json's presets are not a table ({type(presets).__name__})")
-    if not isinstance(networks, dict) or sorted(networks) != sorted(expected):
-        found = sorted(networks) if isinstance(networks, dict) else networks
-        raise refuse(
-            f"bundle.json lists the networks {found}; variant {manifest['variant']} stage "
-            f"{manifest['stage']} uses {sorted(expected)}"
-        )
-    lacking = [n for n in networks if not isinstance(presets.get(BUILDERS[n][0]), dict)]
-    if lacking:
-        raise refuse(f"bundle.json has no preset for the network(s) {', '.join(lacking)}")
-    return manifest
-
-
-def _weight_file(root: Path, name: str, entry: Any, patient: str | None) -> Path:
-    """The path of one network's weights, refused when it leaves the folder or is missing."""
-
-    def refuse(problem: str, where: Path = root / MANIFEST) -> PatientDataError:
-        return PatientDataError(patient, where, problem, FIX_COPY)
-
-    if not isinstance(entry, dict) or not {"file", "sha256", "bytes"} <= set(entry):
-        raise refuse(f"network {name} lacks its file, sha256 or bytes")
-    relative = PurePosixPath(str(entry["file"]))
-    if relative.is_absolute() or ".." in relative.parts or not relative.parts:
-        raise refuse(f"network {name}'s file {str(relative)!r} lies outside the bundle folder")
-    if not (root / relative).is_file():
-        raise refuse(f"the weight file of network {name} is missing", root / relative)
-    return root / relative
-
-
-def _check_digest(path: Path, entry: dict, size: int, sha: str, patient: str | None) -> None:
-    """Refuse a weight file whose size or SHA-256 differs from what the manifest recorded."""
-    changed = "the bundle was changed or damaged after it was written"
-    if size != entry["bytes"]:
-        problem = f"{path.name} has {size} bytes, bundle.json records {entry['bytes']}: {changed}"
-    elif sha != entry["sha256"]:
-        problem = f"{path.name} has SHA-256 {sha}, bundle.json records {entry['sha256']}: {changed}"
-    else:
-        return
-    raise PatientDataError(patient, path, problem, FIX_COPY)
-
-
-def verify_model_bundle(folder: str | Path, patient: str | None = None) -> dict:
-    """Manifest after every check except building networks (format, version, files, SHA-256).
-
-    Cheap enough for a workflow to run before it schedules inference on every patient.
-    """
-    root, manifest_path = _locate(folder)
-    manifest = _read_manifest(root, manifest_path, patient)
-    for name, entry in manifest["networks"].items():
-        path = _weight_file(root, name, entry, patient)
-        _check_digest(path, entry, path.stat().st_size, sha256_file(path), patient)
-    return manifest
-
-
-def resolve_configured_bundle(
-    path: str | Path, results: str | Path = "results"
-) -> tuple[str, dict]:
-    """config 'model_bundle' as an absolute folder and its verified manifest (format, version,
-    SHA-256 of the manifest and of every weight file), checked before any job is planned. It may
-    not lie inside the run's ``results`` folder: a rule writes there, and predicting from it
-    could retrain it. A relative path is taken from the working directory."""
-    folder = Path(path).resolve()
-    if Path(results).resolve() in folder.parents:
-        raise ConfigError(
-            f"config 'model_bundle' {path} lies inside this run's results/ folder, which the "
-            "pipeline rewrites",
-            "leave model_bundle null to use this run's own bundle, or copy the bundle folder "
-            "elsewhere and point to the copy",
-        )
-    if not (folder / MANIFEST).is_file():
-        raise ConfigError(
-            f"config 'model_bundle' {path} holds no {MANIFEST}",
-            "point it to a bundle folder written by the rule 'bundle' (a copy of "
-            "results/bundles/<variant> of a finished run)",
-        )
-    try:
-        return str(folder), verify_model_bundle(folder)
-    except PatientDataError as error:
-        raise ConfigError(
-            f"config 'model_bundle': {error.problem} ({error.path})", error.fix
-        ) from None
-
-
 def _load_network(
     name: str, data: bytes, presets: dict, path: Path, patient: str | None
 ) -> nn.Module:
@@ -465,16 +317,16 @@ def load_model_bundle(
     Each file is read once and hashed in memory, so the bytes unpickled are the bytes checked
     (no window for a file to change between ``verify_model_bundle``'s hash and ``torch.load``).
     """
-    root, manifest_path = _locate(folder)
-    manifest = _read_manifest(root, manifest_path, patient)
+    root, manifest_path = locate_bundle(folder)
+    manifest = read_manifest(root, manifest_path, patient)
     device = device or pick_device()
     if device.type == "cpu":
         torch.set_num_threads(max(1, threads))
     files = {}
     for name, entry in manifest["networks"].items():  # every file checked before any unpickling
-        path = _weight_file(root, name, entry, patient)
+        path = weight_file(root, name, entry, patient)
         data = path.read_bytes()
-        _check_digest(path, entry, len(data), hashlib.sha256(data).hexdigest(), patient)
+        check_digest(path, entry, len(data), hashlib.sha256(data).hexdigest(), patient)
         files[name] = (path, data)
     modules = {
         name: _load_network(name, data, manifest["presets"], path, patient).to(device).eval()
