@@ -16,36 +16,20 @@ Usage (in the folder holding results/, after `make study`):
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 import torch
-from study_models import merged_config  # bench/ is on sys.path when a script of it runs
+from study_models import merged_config, scored_volumes, split_patients  # bench/ on sys.path
 
 from abmseg.evaluate.patient import EvaluateSettings
 from abmseg.infer.networks import load_networks
 from abmseg.infer.predict import InferenceSettings
 from abmseg.preprocess.normalise import NormaliseSettings
 from abmseg.slicing import SliceGeometry, body_slices
-from abmseg.study.sampler import SamplerPoint, run_point, scored_patients
-
-
-def training_patients(results: Path, n: int) -> list[str]:
-    rows = csv.DictReader((results / "split.tsv").open(), delimiter="\t")
-    return [r["patient_id"] for r in rows if r["subset"] == "train"][:n]
-
-
-def volumes(results: Path, patients: list[str]) -> list[str]:
-    return [
-        str(results / folder / p / f"{image}.nii.gz")
-        for p in patients
-        for folder, image in (
-            ("normalized", "ct"), ("cropped", "pet_suv"), ("cropped", "label"), ("cropped", "ct")
-        )
-    ]  # fmt: skip
+from abmseg.study.sampler import SamplerPoint, run_point
 
 
 @torch.no_grad()
@@ -88,7 +72,7 @@ def main() -> None:
     model = args.results / "models" / "full" / "stage2" / "model.pt"
     networks, device = load_networks(model, threads=args.threads)
     diffusion = networks.diffusion
-    patients = training_patients(args.results, args.patients)
+    patients = split_patients(args.results, "train")[: args.patients]
     fraction = float(config["training"]["spet_t_fraction"])
     err = training_error(diffusion, args.results, patients, networks.image_size, fraction)
     print(f"\nTraining patients {', '.join(patients)}; model {model}\n")
@@ -107,7 +91,7 @@ def main() -> None:
         return plain(x_t, t, ct_features, eps_denoise)
 
     diffusion.predict_eps = recording
-    scored = scored_patients(patients, volumes(args.results, patients))
+    scored = scored_volumes(args.results, patients)
     base = InferenceSettings.from_config(config)
     point = SamplerPoint("ddim", base.steps, str(base.start_step or "T"))
     evaluate = EvaluateSettings.from_config(config)

@@ -20,7 +20,6 @@ Usage (in the folder holding results/, after `make study`):
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import subprocess
@@ -28,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from study_models import merged_config, score_models  # bench/ is on sys.path
+from study_models import merged_config, score_models, split_patients  # bench/ is on sys.path
 
 EXPERIMENTS = {
     "seed": {"seed": "+1"},
@@ -51,8 +50,7 @@ def experiment_config(config: dict, changes: dict) -> dict:
 
 
 def training_patients_tsv(results: Path, out: Path) -> Path:
-    rows = csv.DictReader((results / "split.tsv").open(), delimiter="\t")
-    train = sorted(r["patient_id"] for r in rows if r["subset"] == "train")  # as scripts/train.py
+    train = split_patients(results, "train")  # sorted, as scripts/train.py passes them
     folders = {p: (results / "normalized" / p).resolve() for p in train}
     lines = ["patient_id\tfolder", *(f"{p}\t{folder}" for p, folder in folders.items())]
     out.parent.mkdir(parents=True, exist_ok=True)

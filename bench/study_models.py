@@ -39,9 +39,22 @@ def merged_config(path: Path) -> dict:
     return config
 
 
-def test_patients(results: Path) -> list[str]:
+def split_patients(results: Path, subset: str) -> list[str]:
+    """The patients of one subset ("train" or "test") of results/split.tsv, sorted."""
     rows = csv.DictReader((results / "split.tsv").open(), delimiter="\t")
-    return [row["patient_id"] for row in rows if row["subset"] == "test"]
+    return sorted(row["patient_id"] for row in rows if row["subset"] == subset)
+
+
+def scored_volumes(results: Path, patients: list[str]) -> list:
+    """ScoredPatient per patient, from the files common.smk's scored_volumes names."""
+    volumes = [
+        str(results / folder / p / f"{image}.nii.gz")
+        for p in patients
+        for folder, image in (
+            ("normalized", "ct"), ("cropped", "pet_suv"), ("cropped", "label"), ("cropped", "ct")
+        )
+    ]  # fmt: skip
+    return scored_patients(patients, volumes)
 
 
 def score_models(
@@ -55,15 +68,8 @@ def score_models(
     """Score each model on the test patients with ``point``: markdown rows, paired against
     ``reference``'s per-patient Dice from results/study/per_patient.tsv, and each model's
     per-patient mean Dice."""
-    patients = test_patients(results)
-    volumes = [
-        str(results / folder / p / f"{image}.nii.gz")
-        for p in patients
-        for folder, image in (
-            ("normalized", "ct"), ("cropped", "pet_suv"), ("cropped", "label"), ("cropped", "ct")
-        )
-    ]  # fmt: skip
-    scored = scored_patients(patients, volumes)
+    patients = split_patients(results, "test")
+    scored = scored_volumes(results, patients)
     ref = {
         row["patient_id"]: float(row["dice_mean"])
         for row in csv.DictReader((results / "study/per_patient.tsv").open(), delimiter="\t")

@@ -106,8 +106,9 @@ class TrainSettings:
             values["betas"] = tuple(float(b) for b in values["betas"])
         if "lr_milestones" in values:
             values["lr_milestones"] = tuple(int(m) for m in values["lr_milestones"])
-        floats = ("lr", "weight_decay", "lr_gamma", "body_threshold", "spet_t_fraction")
-        for name in (*floats, "diffusion_lr_scale"):
+        floats = ("lr", "weight_decay", "lr_gamma", "body_threshold", "spet_t_fraction",
+                  "diffusion_lr_scale")  # fmt: skip
+        for name in floats:
             if name in values:
                 values[name] = float(values[name])
         return cls(**values)
