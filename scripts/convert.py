@@ -1,10 +1,14 @@
 """Rule convert: CT/PET DICOM series and label -> HU, SUVbw and label NIfTI plus meta.json."""
 
+from abmseg.cohort.series_state import series_files
 from abmseg.preprocess.convert import ConvertedPaths, ConvertSettings, convert_patient
 from abmseg.step import rule_step
 
 patient = snakemake.wildcards.patient
-with rule_step(snakemake) as log:
+# The DICOM files themselves: the rule names only their series state file.
+with rule_step(
+    snakemake, extra_inputs=lambda: series_files(snakemake.params.ct_dir, snakemake.params.pet_dir)
+) as log:
     meta = convert_patient(
         patient=patient,
         ct_dir=snakemake.params.ct_dir,

@@ -1,10 +1,12 @@
 """Rule export_dicom: the predicted ABM as DICOM SEG and RTSTRUCT of the patient's CT series."""
 
+from abmseg.cohort.series_state import series_files
 from abmseg.rt.export import ExportSettings, export_patient
 from abmseg.step import rule_step
 
 patient = snakemake.wildcards.patient
-with rule_step(snakemake) as log:
+# The DICOM files themselves: the rule names only their series state file.
+with rule_step(snakemake, extra_inputs=lambda: series_files(snakemake.params.ct_folder)) as log:
     summary = export_patient(
         patient,
         snakemake.input.abm_ct,

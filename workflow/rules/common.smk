@@ -4,11 +4,11 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from abmseg.cohort.plan import plan_cohort
+from abmseg.cohort.series_state import series_input
 from abmseg.cohort.sheet import load_sheet
 from abmseg.cohort.split import SplitSettings
 from abmseg.errors import UserError
 from abmseg.infer.bundle_manifest import resolve_configured_bundle
-from abmseg.io.dicom_series import list_dicom_files
 from abmseg.settings import stage_config as config_of_stage
 from abmseg.study.plan import StudyPlan
 from abmseg.variants import VARIANTS as VARIANT_SPECS
@@ -91,14 +91,24 @@ def res(rule_name, key):
     return config["resources"][rule_name][key]
 
 
-def get_dicom_files(column):
-    """Input function: every file of the patient's series folder, so a changed file reruns it."""
+def get_series_state(column):
+    """Input function: the series' state file, which changes when any of its DICOM files does
+    (abmseg.cohort.series_state): one input instead of hundreds keeps the DAG build fast.
+    """
 
-    def files(wildcards):
-        folder = Path(patients.loc[wildcards.patient, column])
-        return [str(p) for p in list_dicom_files(folder)] or [str(folder)]
+    def state(wildcards):
+        patient = wildcards.patient
+        return series_input(
+            patients.loc[patient, column],
+            patient,
+            column,
+            consumers=[
+                f"results/converted/{patient}/meta.json",
+                f"results/predict/{patient}/prediction.json",
+            ],
+        )
 
-    return files
+    return state
 
 
 def get_series_folder(column):

@@ -3,7 +3,7 @@
 rule export_dicom:
     input:
         abm_ct=exported_mask,
-        ct=get_dicom_files("ct"),
+        ct=get_series_state("ct"),
     output:
         seg="results/dicom/{source}/{patient}/abm_seg.dcm",
         rtstruct="results/dicom/{source}/{patient}/abm_rtstruct.dcm",

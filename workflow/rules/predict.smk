@@ -22,7 +22,7 @@ rule bundle:
 rule predict:
     input:
         bundle=f"{MODEL_BUNDLE}/bundle.json",
-        ct=get_dicom_files("ct"),
+        ct=get_series_state("ct"),
     output:
         spet="results/predict/{patient}/spet.nii.gz",
         abm="results/predict/{patient}/abm.nii.gz",

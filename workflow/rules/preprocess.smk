@@ -1,7 +1,7 @@
 rule convert:
     input:
-        ct=get_dicom_files("ct"),
-        pet=get_dicom_files("pet"),
+        ct=get_series_state("ct"),
+        pet=get_series_state("pet"),
         label=get_label,
     output:
         ct="results/converted/{patient}/ct.nii.gz",

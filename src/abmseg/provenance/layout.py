@@ -16,6 +16,14 @@ from abmseg.provenance.errors import ProvenanceError
 RESULTS = "results"
 RECORDS = "provenance"
 SUFFIX = ".json"
+# The workflow's own bookkeeping in the working directory (series state files): rule inputs that
+# stand for data recorded elsewhere, so records leave them out.
+BOOKKEEPING = ".abmseg"
+
+
+def is_bookkeeping(path: str | Path) -> bool:
+    """A path inside the working directory's bookkeeping folder, as a rule names it."""
+    return Path(path).parts[:1] == (BOOKKEEPING,)
 
 
 def absolute(path: str | Path, base: Path | None = None) -> Path:

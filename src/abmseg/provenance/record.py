@@ -126,6 +126,27 @@ def load_record(path: Path) -> dict[str, Any]:
     return record
 
 
+def recorded_inputs(
+    output: str | Path, cwd: Path | None = None
+) -> tuple[dict[str, str], float] | None:
+    """What the job that wrote ``output`` read: ({absolute input path: sha256}, the job's start as a
+    POSIX time), or None when ``output`` has no readable record."""
+    results = layout.results_dir_of_output(output, cwd)
+    if results is None:
+        return None
+    try:
+        record = load_record(layout.record_path(results, output, cwd))
+    except ProvenanceError:
+        return None
+    base = results.parent
+    hashes = {
+        str(layout.absolute(entry["path"], base)): entry["sha256"]
+        for entry in record["inputs"]
+        if entry.get("sha256")
+    }
+    return hashes, datetime.fromisoformat(record["started"]).timestamp()
+
+
 def _input_digest(path: str) -> dict[str, Any]:
     """Digest of an input; one that is absent (the step will say why) is recorded as missing."""
     if not Path(path).exists():
@@ -158,9 +179,8 @@ class JobRecorder:
         for pattern in _patterns(self.extra_outputs):
             for stale in _record_glob(pattern, None):
                 Path(stale).unlink(missing_ok=True)
-        names = self.view["inputs"] + [
-            p for p in expand_files(self.extra_inputs) if p not in self.view["inputs"]
-        ]
+        declared = [p for p in self.view["inputs"] if not layout.is_bookkeeping(p)]
+        names = declared + [p for p in expand_files(self.extra_inputs) if p not in declared]
         self.inputs = [_input_digest(p) for p in names]
         self.hashed_bytes += sum(entry["size"] or 0 for entry in self.inputs)
         self.seconds += time.perf_counter() - begin
