@@ -189,7 +189,7 @@ def test_ct_only_patients_get_masks_on_their_ct_and_dicom_exports(ct_only_run, n
 def test_cli_and_dag_give_identical_masks(ct_only_run, new_cohort, bundle, tmp_path):
     patient = NEW_PATIENTS[0]
     out = tmp_path / patient
-    result = cli_predict(bundle, new_cohort["cts"][patient], out)
+    result = cli_predict(bundle, new_cohort["cts"][patient], out, "--sampler", "bundle")
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"{patient}: ABM voxels" in result.stdout
     dag = ct_only_run["work"] / "results" / "predict" / patient
@@ -202,7 +202,7 @@ def test_cli_and_dag_give_identical_masks(ct_only_run, new_cohort, bundle, tmp_p
     np.testing.assert_array_equal(sitk.GetArrayFromImage(back), array(dag / "abm_ct.nii.gz"))
 
 
-def untrained_bundle(folder: Path) -> Path:
+def untrained_bundle(folder: Path, sampler: dict | None = None) -> Path:
     """A `full` bundle of untrained tiny networks: their masks are far from empty, unlike the
     tiny pipeline's briefly trained model, so identical masks mean something."""
     torch.manual_seed(5)
@@ -211,7 +211,9 @@ def untrained_bundle(folder: Path) -> Path:
     state = Networks.build(presets).state()
     model = trained_model_content("full", 2, settings, presets, state, ["X"], 0, 0, [])
     write_trained_model(folder / "model.pt", model)
-    sampler = {"sampler": "ddim", "steps": 2, "start_step": None, "batch_size": 8, "seed": 42}
+    sampler = sampler or {
+        "sampler": "ddim", "steps": 2, "start_step": None, "batch_size": 8, "seed": 42
+    }  # fmt: skip
     write_model_bundle(
         folder / "full",
         folder / "model.pt",
@@ -233,7 +235,7 @@ def test_dag_and_cli_masks_are_identical_where_they_are_not_empty(pipeline, new_
     sheet = write_sheet(tmp_path / "one.tsv", [f"{patient}\t{ct}\t\t"])
     run = ct_only_snakemake(pipeline, work, sheet, bundle_path, "--cores", "2")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    result = cli_predict(bundle_path, ct, tmp_path / patient, "--no-dicom")
+    result = cli_predict(bundle_path, ct, tmp_path / patient, "--no-dicom", "--sampler", "bundle")
     assert result.returncode == 0, result.stderr[-3000:]
     dag = work / "results" / "predict" / patient
     labels = array(dag / "abm_ct.nii.gz")
@@ -322,3 +324,36 @@ def test_ct_only_patients_without_a_bundle_or_a_cohort_to_train_are_refused(new_
     result = run_snakemake(tmp_path, new_cohort["sheet"], "-n", config=(f"model_bundle={inside}",))
     assert result.returncode != 0
     assert "lies inside this run's results/ folder" in result.stdout + result.stderr
+
+
+def test_on_a_cpu_predict_takes_the_cpu_sampler_and_says_so(new_cohort, tmp_path):
+    """The default on a CPU equals a bundle written with one DDIM step from T/4 (an independent
+    route to the same sampler), and --sampler bundle keeps the bundle's own."""
+    patient = NEW_PATIENTS[1]
+    ct = new_cohort["cts"][patient]
+    own = untrained_bundle(tmp_path / "own")
+    fast_sampler = {"sampler": "ddim", "steps": 1, "start_step": 250, "batch_size": 8, "seed": 42}
+    fast = untrained_bundle(tmp_path / "fast", sampler=fast_sampler)
+    runs = {
+        "auto": cli_predict(own, ct, tmp_path / "auto", "--no-dicom", "--device", "cpu"),
+        "fast": cli_predict(fast, ct, tmp_path / "fast_out", "--no-dicom", "--sampler", "bundle"),
+        "own": cli_predict(own, ct, tmp_path / "own_out", "--no-dicom", "--sampler", "bundle"),
+    }
+    for name, result in runs.items():
+        assert result.returncode == 0, (name, result.stderr[-3000:])
+    assert "no GPU, so the CPU sampler: DDIM, 1 step from t=250 of 1000" in runs["auto"].stderr
+    assert "instead of the bundle's DDIM, 2 steps from t=1000 of 1000" in runs["auto"].stderr
+    assert "sampler: the bundle's, DDIM, 2 steps" in runs["own"].stderr
+    for name in ("abm.nii.gz", "abm_ct.nii.gz", "spet.nii.gz"):
+        np.testing.assert_array_equal(
+            array(tmp_path / "auto" / name), array(tmp_path / "fast_out" / name), err_msg=name
+        )
+    spet_auto, spet_own = (
+        array(tmp_path / "auto" / "spet.nii.gz"),
+        array(tmp_path / "own_out" / "spet.nii.gz"),
+    )
+    assert not np.array_equal(spet_auto, spet_own)
+    summary = json.loads((tmp_path / "auto" / "prediction.json").read_text())
+    assert summary["sampler"] == fast_sampler and summary["sampler_from_bundle"] is False
+    own_summary = json.loads((tmp_path / "own_out" / "prediction.json").read_text())
+    assert own_summary["sampler_from_bundle"] is True and own_summary["sampler"]["steps"] == 2

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from abmseg.errors import ConfigError, PatientDataError, UserError
+from abmseg.infer.cpu_sampler import CHOICES as SAMPLER_CHOICES
 from abmseg.settings import read_config
 
 
@@ -176,12 +177,14 @@ def _export_dicom(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
+    import dataclasses
     import logging
     import time
 
     import torch
 
     from abmseg.cohort.sheet import check_patient_id
+    from abmseg.infer.cpu_sampler import choose_sampler
     from abmseg.infer.ct_only import SliceProgress, predict_into_folder
     from abmseg.infer.model_bundle import load_model_bundle
 
@@ -196,10 +199,16 @@ def _predict(args: argparse.Namespace) -> None:
         )
     device = torch.device(args.device) if args.device else None
     bundle = load_model_bundle(args.bundle, device=device, threads=args.threads, patient=patient)
-    logging.getLogger(__name__).info(
+    log = logging.getLogger(__name__)
+    log.info(
         "%s: bundle %s verified and loaded in %.1f s", patient, bundle.variant,
         time.perf_counter() - begin,
     )  # fmt: skip
+    override, reason = choose_sampler(
+        bundle.manifest["sampler"], bundle.device.type, args.sampler, bundle.timesteps
+    )
+    bundle = dataclasses.replace(bundle, sampler_override=override)
+    log.info("%s: %s", patient, reason)
     progress = SliceProgress(f"{patient}: inference", 1, enabled=not args.quiet)
     try:
         summary = predict_into_folder(
@@ -301,6 +310,13 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     )
     predict.add_argument("--threads", type=int, default=4, help="CPU threads (without a GPU)")
     predict.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    predict.add_argument(
+        "--sampler",
+        choices=SAMPLER_CHOICES,
+        default="auto",
+        help="auto (default): the bundle's sampler on a GPU, one DDIM step from t=T/4 on a CPU "
+        "(docs/validation.md); bundle: always the bundle's; cpu: always the fast one",
+    )
     predict.add_argument("--no-dicom", action="store_true", help="skip DICOM SEG and RTSTRUCT")
     predict.add_argument("--quiet", action="store_true", help="no progress bar, no timings")
     predict.set_defaults(func=_predict)

@@ -115,6 +115,7 @@ def predict_ct_only(
             "manifest_sha256": bundle.manifest["manifest_sha256"],
         },
         "sampler": bundle.sampler,
+        "sampler_from_bundle": bundle.sampler_override is None,
         "voxels_per_region": {name: int(counts[value]) for name, value in bundle.regions.items()},
     }
     if out.summary is not None:

@@ -215,10 +215,18 @@ class ModelBundle:
     manifest: dict
     networks: InferenceNetworks
     device: torch.device
+    # A sampler chosen for this run instead of the bundle's (abmseg predict on a CPU).
+    sampler_override: dict | None = None
 
     @property
     def variant(self) -> str:
         return self.manifest["variant"]
+
+    @property
+    def timesteps(self) -> int | None:
+        """The diffusion chain length, None for a variant without diffusion."""
+        diffusion = self.networks.diffusion
+        return None if diffusion is None else int(diffusion.schedule.T)
 
     @property
     def preprocessing(self) -> dict:
@@ -226,7 +234,8 @@ class ModelBundle:
 
     @property
     def sampler(self) -> dict:
-        return self.manifest["sampler"]
+        """The sampler predictions use: the override if one was chosen, else the bundle's."""
+        return self.sampler_override or self.manifest["sampler"]
 
     @property
     def regions(self) -> dict[str, int]:
@@ -235,7 +244,7 @@ class ModelBundle:
     def config(self) -> dict[str, Any]:
         """The bundle's settings in the workflow config's form, so the stages' own
         ``from_config`` read them exactly as they read a run's config."""
-        return bundle_config(self.manifest)
+        return bundle_config({**self.manifest, "sampler": self.sampler})
 
     def inference_settings(self) -> InferenceSettings:
         """The sampler and body threshold the bundle was written with, as predict_volume takes."""
