@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from abmseg.infer.networks import read_trained_model_checked
-from abmseg.settings import pick
+from abmseg.settings import RUNTIME_TRAINING_KEYS, pick
 from abmseg.step import rule_step
 from abmseg.train.cli import JOB_FILE, launch
 from abmseg.train.distributed import allocated_gpu_count
@@ -16,7 +16,7 @@ stage = snakemake.params.stage
 out = Path(snakemake.output.model).parent
 with rule_step(
     snakemake,
-    config_keys=("training.workers",),
+    config_keys=RUNTIME_TRAINING_KEYS,
     # Undeclared outputs of training; stage 2 also reads stage 1's checkpoints.
     extra_outputs=[
         f"{out}/{name}" for name in (JOB_FILE, "status.json", "checkpoints/*", "tensorboard/**")
@@ -28,11 +28,11 @@ with rule_step(
     claim_checkpoints(out / "checkpoints", key)
     if stage == 2:  # a damaged stage-1 model: one line naming it and train_stage1, no traceback
         read_trained_model_checked(snakemake.input.init, made_by="train_stage1")
-    # workers changes no result: it comes from the config, not from params (no rerun for it).
+    # Runtime settings change no result: from the config, not from params (no rerun for them).
     config = snakemake.params.config
     config["training"] = {
         **config["training"],
-        **pick(snakemake.config, "training.workers")["training"],
+        **pick(snakemake.config, *RUNTIME_TRAINING_KEYS).get("training", {}),
     }
     job = TrainJob(
         stage=stage,

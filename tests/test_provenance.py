@@ -28,6 +28,7 @@ from abmseg.provenance.jobview import describe, jsonable
 from abmseg.provenance.lineage import trace_file
 from abmseg.provenance.record import SCHEMA_KEY
 from abmseg.provenance.render import render_tree
+from abmseg.settings import RUNTIME_TRAINING_KEYS
 from abmseg.step import rule_step
 
 REPO = Path(__file__).resolve().parents[1]
@@ -609,7 +610,7 @@ def test_records_of_the_run_have_code_software_and_host(pipeline):
     assert code["commit"] is None or len(code["commit"]) == 40
     assert record["software"]["torch"] and record["software"]["snakemake"]
     assert record["host"]["hostname"] and record["host"]["cpu"]
-    assert set(record["config"]) == {"training.workers"}
+    assert set(record["config"]) == set(RUNTIME_TRAINING_KEYS)
     assert record["seed"] is not None and record["params"]["stage"] == 1
     assert any("/checkpoints/" in o["path"] for o in record["outputs"])
     assert all(i["sha256"] for i in record["inputs"])

@@ -12,7 +12,13 @@ import torch
 
 from abmseg.errors import PatientDataError
 from abmseg.slicing import SliceGeometry, from_network, to_network
-from abmseg.train.augment import AugmentSettings, augment_slice, rotate, seeded_generator
+from abmseg.train.augment import (
+    AugmentSettings,
+    augment_batch,
+    augment_slice,
+    rotate,
+    seeded_generator,
+)
 from abmseg.train.slices import SliceDataset, SliceIndex, make_loader
 
 SHAPES = {"P1": (6, 20, 28), "P2": (5, 24, 18), "P3": (4, 16, 16)}  # (z, y, x)
@@ -190,6 +196,35 @@ def test_augmentations_switched_off_change_nothing(dataset):
     flip = AugmentSettings(rotation_deg=0.0, hflip_p=1.0, intensity_jitter=0.0)
     for got, want in zip(augment_slice(*item, flip, seeded_generator(1)), item, strict=True):
         assert torch.equal(got, want.flip(-1))
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        AugmentSettings(),
+        AugmentSettings(rotation_deg=0.0),
+        AugmentSettings(hflip_p=0.0, intensity_jitter=0.0),
+        AugmentSettings(rotation_deg=45.0, hflip_p=1.0, intensity_jitter=0.3),
+    ],
+)
+def test_a_deferred_batch_augments_exactly_as_the_loader_does(dataset, settings):
+    """The loader path (augment_slice per item) is the reference for augment_batch: same items,
+    same numbers, bit-identical on a CPU, including the jitter's clipping at +-1."""
+    deferred = SliceDataset(
+        dataset.index, 32, augment=True, settings=settings, base_seed=7, defer_augment=True
+    )
+    eager = SliceDataset(dataset.index, 32, augment=True, settings=settings, base_seed=7)
+    keys = [(3, i) for i in range(min(len(eager), 12))]
+    items = [deferred[k] for k in keys]
+    assert all(item["augment"].shape == (6,) for item in items)
+    stacked = {k: torch.stack([item[k] for item in items]) for k in ("ct", "pet", "label")}
+    got = augment_batch(
+        stacked["ct"], stacked["pet"], stacked["label"],
+        torch.stack([item["augment"] for item in items]), settings,
+    )  # fmt: skip
+    for name, batch in zip(("ct", "pet", "label"), got, strict=True):
+        want = torch.stack([eager[k][name] for k in keys])
+        assert batch.dtype == want.dtype and torch.equal(batch, want), name
 
 
 def test_rotation_turns_images_and_label_together():

@@ -309,6 +309,14 @@ def test_worker_processes_do_not_change_the_weights(cohort, tmp_path):
     assert_identical(inline, workers)
 
 
+def test_augmenting_on_the_device_does_not_change_the_weights(cohort, tmp_path):
+    """Batched augmentation on the training device uses the loader's numbers: on a CPU the two
+    paths give bit-identical training, so the setting is a pure speed choice."""
+    loader = train(cohort, tmp_path / "loader", "full", epochs_stage1=2)
+    device = train(cohort, tmp_path / "device", "full", epochs_stage1=2, augment_on_device=True)
+    assert_identical(loader, device)
+
+
 def test_resume_refuses_a_checkpoint_of_other_settings(cohort, tmp_path):
     train(cohort, tmp_path, "ct_only")
     with pytest.raises(ValueError, match="lr: 0.001 -> 0.002"):

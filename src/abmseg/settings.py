@@ -56,10 +56,13 @@ STAGE_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "study_leakage": ("regions",),
     "study_summary": ("study",),
 }
+# Training settings that change how fast, not what: read from the config by the train script
+# (not its params), so changing one reruns nothing.
+RUNTIME_TRAINING_KEYS = ("training.workers", "training.augment_on_device")
 RESULT_FREE_KEYS = {
-    "train": ("training.workers",),
+    "train": RUNTIME_TRAINING_KEYS,
     "train_stage1": (
-        "training.workers",
+        *RUNTIME_TRAINING_KEYS,
         "training.equal_budget",
         "training.diffusion_lr_scale",
         "training.spet_warmup_epochs",

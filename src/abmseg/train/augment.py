@@ -79,6 +79,12 @@ def jitter(image: torch.Tensor, scale: float, shift: float) -> torch.Tensor:
     return (image * scale + shift).clamp_(-1.0, 1.0)
 
 
+def draw_augmentation(generator: torch.Generator) -> torch.Tensor:
+    """The six uniform numbers one slice's augmentation uses (float64, drawn in a fixed order so
+    that switching one augmentation off does not change the others' values)."""
+    return torch.rand(6, generator=generator, dtype=torch.float64)
+
+
 def augment_slice(
     ct: torch.Tensor,
     pet: torch.Tensor,
@@ -89,10 +95,9 @@ def augment_slice(
     """Randomly rotate, flip and jitter one (1, S, S) CT/PET pair and its (S, S) label.
 
     Geometry (angle, flip) is shared by all three so they stay aligned; jitter is drawn for CT and
-    PET independently. All six numbers are always drawn, in a fixed order, so switching one
-    augmentation off does not change the random values of the others.
+    PET independently.
     """
-    u = torch.rand(6, generator=generator, dtype=torch.float64).tolist()
+    u = draw_augmentation(generator).tolist()
     angle = (2.0 * u[0] - 1.0) * settings.rotation_deg
     flip = u[1] < settings.hflip_p
     j = settings.intensity_jitter
@@ -105,4 +110,46 @@ def augment_slice(
     ct, pet = images[0:1], images[1:2]
     if j > 0.0:
         ct, pet = jitter(ct, ct_scale, ct_shift), jitter(pet, pet_scale, pet_shift)
+    return ct.contiguous(), pet.contiguous(), label.contiguous()
+
+
+def augment_batch(
+    ct: torch.Tensor,
+    pet: torch.Tensor,
+    label: torch.Tensor,
+    draws: torch.Tensor,
+    settings: AugmentSettings,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``augment_slice`` for a whole (N, 1, S, S) batch at once, on the tensors' device.
+
+    ``draws`` (N, 6) are each item's ``draw_augmentation`` numbers, drawn where the item was
+    loaded, so a batch augmented here equals its items augmented one by one in the loader (within
+    float rounding on a GPU): the loader workers only cut slices, and one affine grid and one
+    ``grid_sample`` per batch replace 2N small CPU calls.
+    """
+    u = draws.to(device=ct.device, dtype=torch.float64)
+    j = settings.intensity_jitter
+    images = torch.cat([ct, pet], dim=1)
+    if settings.rotation_deg != 0.0:
+        theta = torch.deg2rad((2.0 * u[:, 0] - 1.0) * settings.rotation_deg)
+        cos, sin, zero = torch.cos(theta), torch.sin(theta), torch.zeros_like(theta)
+        matrix = torch.stack(
+            [torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1
+        ).float()
+        grid = F.affine_grid(matrix, [len(u), 1, *images.shape[-2:]], align_corners=False)
+        shifted = images.float() - IMAGE_FILL
+        images = F.grid_sample(shifted, grid, mode="bilinear", align_corners=False) + IMAGE_FILL
+        as_float = (label.float() - LABEL_FILL)[:, None]
+        sampled = F.grid_sample(as_float, grid, mode="nearest", align_corners=False)
+        label = (sampled[:, 0] + LABEL_FILL).round().to(label.dtype)
+        images = images.to(ct.dtype)
+    flip = u[:, 1] < settings.hflip_p
+    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    label = torch.where(flip[:, None, None], label.flip(-1), label)
+    ct, pet = images[:, 0:1], images[:, 1:2]
+    if j > 0.0:
+        scale = (1.0 + (2.0 * u[:, [2, 4]] - 1.0) * j).to(images.dtype)[:, :, None, None]
+        shift = ((2.0 * u[:, [3, 5]] - 1.0) * j).to(images.dtype)[:, :, None, None]
+        ct = (ct * scale[:, 0:1] + shift[:, 0:1]).clamp_(-1.0, 1.0)
+        pet = (pet * scale[:, 1:2] + shift[:, 1:2]).clamp_(-1.0, 1.0)
     return ct.contiguous(), pet.contiguous(), label.contiguous()

@@ -56,7 +56,7 @@ from abmseg.models.trained_model import (
     write_trained_model,
 )
 from abmseg.progress import ProgressLine
-from abmseg.train.augment import derive_seed
+from abmseg.train.augment import augment_batch, derive_seed
 from abmseg.train.checkpoint import (
     capture_rng_state,
     load_latest_checkpoint,
@@ -236,7 +236,12 @@ class Trainer:
             self.job.patients, s.body_threshold, cache_size=max(s.patients_per_block, 4)
         )
         dataset = SliceDataset(
-            index, s.image_size, augment=True, settings=s.augment, base_seed=s.seed
+            index,
+            s.image_size,
+            augment=True,
+            settings=s.augment,
+            base_seed=s.seed,
+            defer_augment=s.augment_on_device,
         )
         loader = make_loader(
             dataset,
@@ -406,6 +411,8 @@ class Trainer:
             ct = batch["ct"].to(device, non_blocking=True)
             pet = batch["pet"].to(device, non_blocking=True)
             target = batch["label"].to(device, non_blocking=True)
+            if "augment" in batch:
+                ct, pet, target = augment_batch(ct, pet, target, batch["augment"], s.augment)
             terms = self.step_fn(m, ct, pet, target)
             for key, value in terms.items():
                 sums[key] = sums[key] + value.float() if key in sums else value.float()

@@ -16,9 +16,10 @@ from abmseg.errors import ConfigError
 from abmseg.train.augment import AugmentSettings
 
 # Fields that may change between a checkpoint and its resume without changing the result:
-# worker count (batches depend only on seed and epoch) and the length of the current stage
-# (training longer continues the same run).
-RESUME_FREE = ("workers", "epochs_stage1", "epochs_stage2")
+# worker count (batches depend only on seed and epoch), where augmentation runs (the same numbers;
+# bit-identical on a CPU) and the length of the current stage (training longer continues the
+# same run).
+RESUME_FREE = ("workers", "augment_on_device", "epochs_stage1", "epochs_stage2")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class TrainSettings:
     max_slices_per_epoch: int | None = None  # over all ranks; None = every body slice
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     workers: int = 4
+    # Rotation, flip and jitter as one batched grid_sample on the training device instead of per
+    # slice in the loader workers (abmseg.train.augment.augment_batch): same random numbers.
+    augment_on_device: bool = False
     bf16: bool = True  # CUDA only
     body_threshold: float = -0.9
     patients_per_block: int = 4  # shuffle blocks of this many patients (= the volume cache size)

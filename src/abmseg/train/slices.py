@@ -22,7 +22,13 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from abmseg.errors import PatientDataError
 from abmseg.io.volume import read_nifti
 from abmseg.slicing import SliceGeometry, body_slices
-from abmseg.train.augment import AugmentSettings, augment_slice, derive_seed, seeded_generator
+from abmseg.train.augment import (
+    AugmentSettings,
+    augment_slice,
+    derive_seed,
+    draw_augmentation,
+    seeded_generator,
+)
 
 VOLUME_FILES = {"ct": "ct.nii.gz", "pet": "pet.nii.gz", "label": "label.nii.gz"}
 MADE_BY = "normalise"  # the rule whose outputs these are, named in read errors
@@ -147,7 +153,9 @@ class SliceDataset(Dataset):
     """Axial slices as ``{"ct", "pet", "label", "patient", "z"}`` network-ready samples.
 
     With ``augment`` on, item i of epoch e is augmented with a generator seeded from
-    (base_seed, e, i): reproducible whatever the worker count or order. Items may be requested as
+    (base_seed, e, i): reproducible whatever the worker count or order. With ``defer_augment``
+    the item carries that generator's numbers as ``"augment"`` instead, for ``augment_batch`` on
+    the training device. Items may be requested as
     ``i`` (uses the epoch of ``set_epoch``) or as ``(epoch, i)``, which is what the samplers of
     ``make_loader`` yield, so persistent workers follow the epoch without being told.
     """
@@ -159,10 +167,12 @@ class SliceDataset(Dataset):
         augment: bool = False,
         settings: AugmentSettings | None = None,
         base_seed: int = 0,
+        defer_augment: bool = False,
     ) -> None:
         self.index = index
         self.image_size = image_size
         self.augment = augment
+        self.defer_augment = defer_augment
         self.settings = settings or AugmentSettings()
         self.base_seed = base_seed
         self.epoch = 0
@@ -185,10 +195,14 @@ class SliceDataset(Dataset):
         ct = geometry.to_network(volumes.ct[z], "image")[None]
         pet = geometry.to_network(volumes.pet[z], "image")[None]
         label = geometry.to_network(volumes.label[z], "label")
+        item = {"patient": patient, "z": z}
         if self.augment:
             generator = seeded_generator(self.base_seed, epoch, i)
-            ct, pet, label = augment_slice(ct, pet, label, self.settings, generator)
-        return {"ct": ct, "pet": pet, "label": label, "patient": patient, "z": z}
+            if self.defer_augment:  # the same numbers, applied to the batch by augment_batch
+                item["augment"] = draw_augmentation(generator)
+            else:
+                ct, pet, label = augment_slice(ct, pet, label, self.settings, generator)
+        return {"ct": ct, "pet": pet, "label": label, **item}
 
 
 # --------------------------------------------------------------------------- samplers, loader
