@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from abmseg.infer.predict import (
     InferenceNetworks,
     InferenceSettings,
     paste_into_ct_grid,
+    precision,
     predict_volume,
 )
 from abmseg.models.cyclegan import ResnetGenerator
@@ -49,6 +51,30 @@ def test_predict_volume_shapes_ranges_and_empty_slices(networks):
     again, again_labels = predict_volume(ct, networks, SETTINGS, torch.device("cpu"))
     np.testing.assert_array_equal(spet, again)
     np.testing.assert_array_equal(labels, again_labels)
+
+
+def test_bf16_applies_on_a_gpu_only_and_a_callers_autocast_still_works(networks):
+    """On a CPU the setting is ignored (bit-identical to fp32); a caller's CPU autocast, as
+    bench/bf16_inference.py uses, is not overridden and changes the numbers only slightly."""
+    ct = np.full((3, 30, 40), -1.0, np.float32)
+    ct[:, 5:25, 8:30] = np.linspace(-0.5, 0.8, 22, dtype=np.float32)
+    cpu = torch.device("cpu")
+    bf16 = InferenceSettings(sampler="ddim", steps=3, batch_size=4, seed=1, bf16=True)
+    with warnings.catch_warnings():  # without CUDA, torch warns that it disables the autocast
+        warnings.simplefilter("ignore", UserWarning)
+        assert isinstance(precision(bf16, torch.device("cuda")), torch.autocast)
+    assert not isinstance(precision(bf16, cpu), torch.autocast)
+    fp32_spet, fp32_labels = predict_volume(ct, networks, SETTINGS, cpu)
+    ignored_spet, ignored_labels = predict_volume(ct, networks, bf16, cpu)
+    np.testing.assert_array_equal(fp32_spet, ignored_spet)
+    np.testing.assert_array_equal(fp32_labels, ignored_labels)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rounded_spet, _ = predict_volume(ct, networks, SETTINGS, cpu)
+    assert rounded_spet.dtype == np.float32
+    difference = np.abs(rounded_spet - fp32_spet)[:, 5:25, 8:30]
+    # bf16 keeps 8 bits of mantissa: changed, but close on average (untrained networks amplify
+    # the rounding in places, so the largest difference says little)
+    assert difference.max() > 0 and difference.mean() < 0.05
 
 
 def test_ct_only_networks_need_no_pet(networks):

@@ -16,10 +16,12 @@ import pytest
 from abmseg.cohort.series_state import (
     HEADER,
     same_bytes_as_recorded,
+    scan_series,
     series_files,
     series_input,
     state_path,
 )
+from abmseg.io.dicom_series import list_dicom_files
 from abmseg.provenance.record import JobRecorder, recorded_inputs
 
 UID_NAME = "1.2.826.0.1.3680043.8.498.123456789.dcm"
@@ -148,6 +150,17 @@ def test_putting_one_of_two_edits_back_is_still_a_change(project):
     assert state.stat().st_mtime > output_time
 
 
+def test_a_run_finished_before_state_files_keeps_its_results(project):
+    """A record but no state file (an older abmseg's run, or .abmseg/ deleted): the new state
+    file is dated at the job's start when the bytes match, and after it when they do not."""
+    output_time = run_consumer(project)
+    state = state_input(project)
+    assert state.stat().st_mtime <= output_time
+    state.unlink()
+    (project / "3.dcm").write_bytes(b"changed since the job ran")
+    assert state_input(project).stat().st_mtime > output_time
+
+
 def test_without_a_record_any_listing_change_counts(project):
     state = state_input(project)
     age(state)
@@ -179,3 +192,17 @@ def test_the_record_names_the_dicom_files_and_not_the_state_file(project):
 def test_no_record_reads_as_none(project):
     assert recorded_inputs(CONSUMER) is None
     assert recorded_inputs("elsewhere/meta.json") is None
+
+
+def test_the_scan_lists_what_list_dicom_files_lists(project):
+    """The DAG-time scan and the jobs' own listing must agree on which files a series has."""
+    (project / ".hidden.dcm").write_bytes(b"x")
+    (project / "DICOMDIR").write_bytes(b"x")
+    (project / "subfolder").mkdir()
+    (project / "link.dcm").symlink_to(project / "2.dcm")
+    (project / "dangling.dcm").symlink_to(project / "gone.dcm")
+    scanned = scan_series(project)
+    assert [path for path, _, _ in scanned] == list_dicom_files(project)
+    assert [(size, mtime) for _, size, mtime in scanned] == [
+        (p.stat().st_size, p.stat().st_mtime_ns) for p in list_dicom_files(project)
+    ]

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from abmseg.atomic import write_atomic
-from abmseg.io.dicom_series import list_dicom_files
+from abmseg.io.dicom_series import IGNORED_NAMES, list_dicom_files
 from abmseg.provenance.hashing import sha256_file
 from abmseg.provenance.layout import BOOKKEEPING
 from abmseg.provenance.record import recorded_inputs
@@ -45,13 +45,22 @@ def name_digest(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()[:16]
 
 
-def listing(files: list[Path]) -> list[Row]:
-    """(name digest, size, mtime in ns) of each file, in the given (sorted) order."""
-    rows = []
-    for path in files:
-        stat = path.stat()
-        rows.append((name_digest(path.name), stat.st_size, stat.st_mtime_ns))
-    return rows
+def scan_series(folder: Path) -> list[tuple[Path, int, int]]:
+    """(path, size, mtime in ns) of the files ``list_dicom_files`` lists, sorted the same way,
+    with one ``stat`` per file (``os.scandir`` knows the file type without one)."""
+    found = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith(".") or entry.name in IGNORED_NAMES or not entry.is_file():
+                continue
+            stat = entry.stat()
+            found.append((Path(entry.path), stat.st_size, stat.st_mtime_ns))
+    return sorted(found)
+
+
+def listing(scanned: list[tuple[Path, int, int]]) -> list[Row]:
+    """(name digest, size, mtime in ns) of each scanned file."""
+    return [(name_digest(path.name), size, mtime) for path, size, mtime in scanned]
 
 
 def render(rows: list[Row]) -> str:
@@ -71,22 +80,27 @@ def same_bytes_as_recorded(files: list[Path], hashes: Mapping[str, str]) -> bool
     )
 
 
-def refresh_series_state(files: list[Path], state: Path, recorded: RecordedInputs) -> Path:
-    """Bring the state file of a series' ``files`` up to date (see the module docstring).
+def refresh_series_state(
+    scanned: list[tuple[Path, int, int]], state: Path, recorded: RecordedInputs
+) -> Path:
+    """Bring the state file of a series (``scan_series``) up to date (see the module docstring).
 
     Reads only the file metadata and one small file when nothing changed.
     """
-    text = render(listing(files))
+    text = render(listing(scanned))
+    files = [path for path, _, _ in scanned]
     old = state.read_text() if state.is_file() else None
     if text == old:
         return state
-    found = recorded() if old is not None else None
+    # No state file yet but a record: a run finished before state files existed (or its
+    # .abmseg/ was deleted); the same check then keeps its results.
+    found = recorded()
     unchanged = found is not None and same_bytes_as_recorded(files, found[0])
     previous_mtime = state.stat().st_mtime if old is not None else None
     state.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(state, lambda tmp: tmp.write_text(text))
     if unchanged:
-        stamp = min(previous_mtime, found[1])
+        stamp = min(t for t in (previous_mtime, found[1]) if t is not None)
         os.utime(state, (stamp, stamp))
     return state
 
@@ -96,14 +110,14 @@ def series_input(folder: str | Path, patient: str, column: str, consumers: Seque
     provenance of the first of ``consumers`` (outputs of jobs that read the series) that has a
     record. An empty or missing folder is returned itself, so the job that reads it reports it."""
     folder = Path(folder)
-    files = list_dicom_files(folder) if folder.is_dir() else []
-    if not files:
+    scanned = scan_series(folder) if folder.is_dir() else []
+    if not scanned:
         return str(folder)
 
     def recorded() -> tuple[Mapping[str, str], float] | None:
         return next(filter(None, (recorded_inputs(output) for output in consumers)), None)
 
-    return str(refresh_series_state(files, state_path(patient, column), recorded))
+    return str(refresh_series_state(scanned, state_path(patient, column), recorded))
 
 
 def series_files(*folders: str | Path) -> list[Path]:

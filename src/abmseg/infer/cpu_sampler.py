@@ -4,7 +4,7 @@ The paper's DDIM-50 from full noise runs 50 denoiser passes per slice: about 1.8
 paper-sized patient on 2 CPU cores (BENCHMARKS.md). The validation study's sampler table
 (docs/validation.md) found one DDIM step from a quarter of the chain (t = 250 of 1000, the start
 the study picked on training patients) scoring Dice 0.561 on the test patients against 0.550 for
-DDIM-50 from full noise, at about a fiftieth of the denoiser cost: about 3.5 minutes for that
+DDIM-50 from full noise, at about a fiftieth of the denoiser cost: 3.5 to 6.5 minutes for that
 patient on the same 2 cores. The bundle keeps its own sampler; only the command's choice changes.
 """
 

@@ -9,6 +9,7 @@ their label 0.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,9 @@ class InferenceSettings:
     batch_size: int = 8
     seed: int = 42
     body_threshold: float = -0.9
+    # bf16 autocast of the networks on a GPU (ignored on a CPU); off by default until its Dice and
+    # PSNR are shown within 0.005 of fp32 on a GPU (BENCHMARKS.md, issue 17).
+    bf16: bool = False
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> InferenceSettings:
@@ -80,7 +84,15 @@ def predict_batch(
     logits = networks.mpfpsn(ct, spet)
     if spet is None:
         spet = torch.full_like(ct, -1.0)
-    return spet.clamp(-1, 1), torch.softmax(logits.float(), dim=1)
+    return spet.float().clamp(-1, 1), torch.softmax(logits.float(), dim=1)
+
+
+def precision(settings: InferenceSettings, device: torch.device) -> AbstractContextManager:
+    """bf16 autocast where asked for and on a GPU; otherwise no context of its own (a caller's
+    autocast, as bench/bf16_inference.py sets on a CPU, then still applies)."""
+    if settings.bf16 and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
 
 
 def predict_volume(
@@ -105,7 +117,10 @@ def predict_volume(
     for start in range(0, len(slices), settings.batch_size):
         batch_z = slices[start : start + settings.batch_size]
         batch = torch.stack([geometry.to_network(ct[z], kind="image") for z in batch_z])
-        spet_net, probs = predict_batch(batch[:, None].to(device), networks, settings, generator)
+        with precision(settings, device):
+            spet_net, probs = predict_batch(
+                batch[:, None].to(device), networks, settings, generator
+            )
         for k, z in enumerate(batch_z):
             if networks.g_ct2pet is not None:  # a CT-only variant has no sPET: it stays SUV 0
                 spet[z] = geometry.from_network(spet_net[k, 0].cpu(), kind="image")
