@@ -50,25 +50,41 @@ def fake_patient(folder: Path, shape: tuple[int, int, int], seed: int) -> None:
         sitk.WriteImage(sitk.GetImageFromArray(array), str(folder / f"{name}.nii.gz"))
 
 
-def train_throughput(args: argparse.Namespace, work: Path) -> dict[str, float]:
+def fake_cohort(work: Path, slices: int) -> list[tuple[str, Path]]:
+    """Two fake patients of ``slices`` slices each, as TrainJob takes them."""
     patients = []
     for k in range(2):
         folder = work / f"P{k}"
-        fake_patient(folder, (args.slices_per_patient, 320, 420), k)
+        fake_patient(folder, (slices, 320, 420), k)
         patients.append((f"P{k}", folder))
-    settings = TrainSettings.from_config(
+    return patients
+
+
+def one_epoch_settings(preset: str, size: int, batch: int, **training) -> TrainSettings:
+    """One epoch per stage at ``preset``, seed 1, plus any other ``training`` keys."""
+    return TrainSettings.from_config(
         {
             "seed": 1,
-            "model_preset": args.preset,
+            "model_preset": preset,
             "training": {
-                "image_size": args.size,
-                "batch_size": args.train_batch,
+                "image_size": size,
+                "batch_size": batch,
                 "epochs_stage1": 1,
                 "epochs_stage2": 1,
-                "max_slices_per_epoch": args.train_slices,
-                "workers": args.workers,
+                **training,
             },
         }
+    )
+
+
+def train_throughput(args: argparse.Namespace, work: Path) -> dict[str, float]:
+    patients = fake_cohort(work, args.slices_per_patient)
+    settings = one_epoch_settings(
+        args.preset,
+        args.size,
+        args.train_batch,
+        max_slices_per_epoch=args.train_slices,
+        workers=args.workers,
     )
     rates = {}
     stage1 = run_training(TrainJob(1, "full", settings, patients, work / "s1"))

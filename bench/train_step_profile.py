@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
-from train_infer import fake_patient
+from train_infer import fake_cohort, one_epoch_settings
 
 from abmseg.models.diffusion.losses import frozen_feature_extractor
 from abmseg.train.augment import augment_batch
@@ -40,24 +40,13 @@ def sync(device: torch.device) -> None:
 
 
 def make_trainer(args: argparse.Namespace, work: Path) -> Trainer:
-    patients = []
-    for k in range(2):
-        folder = work / f"P{k}"
-        fake_patient(folder, (48, 320, 420), k)
-        patients.append((f"P{k}", folder))
-    settings = TrainSettings.from_config(
-        {
-            "seed": 1,
-            "model_preset": args.preset,
-            "training": {
-                "image_size": args.size,
-                "batch_size": args.batch,
-                "epochs_stage1": 1,
-                "epochs_stage2": 1,
-                "workers": args.workers,
-                "augment_on_device": args.augment_on_device,
-            },
-        }
+    patients = fake_cohort(work, 48)
+    settings = one_epoch_settings(
+        args.preset,
+        args.size,
+        args.batch,
+        workers=args.workers,
+        augment_on_device=args.augment_on_device,
     )
     init = None
     if args.stage == 2:  # stage 2 starts from a stage-1 model: one tiny stage-1 run makes it
@@ -80,7 +69,8 @@ def apply_candidates(trainer: Trainer, args: argparse.Namespace) -> None:
     """Candidate speed-ups not (yet) in the engine, tried here first: channels_last weights and
     fused Adam (same hyper-parameters; the engine's StepModules share the optimizer dict)."""
     if args.channels_last:
-        trainer.nets.to(memory_format=torch.channels_last)
+        for module in trainer.nets.parts().values():
+            module.to(memory_format=torch.channels_last)
     if args.fused_adam:
         for name, old in list(trainer.optimizers.items()):
             params = [p for group in old.param_groups for p in group["params"]]
