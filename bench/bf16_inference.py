@@ -56,7 +56,7 @@ def main() -> None:
     psnr_delta = [r["psnr"] - rows[r["patient_id"]]["psnr"] for r in bf16["patients"]]
     where = torch.cuda.get_device_name(0) if on_gpu else f"{platform.node()} CPU autocast"
     print(f"{args.model} at {args.point}, {len(rows)} test patients, {where}")
-    print("| precision | Dice mean | PSNR dB | networks s |\n|---|---|---|---|")
+    print("| precision | Dice mean | PSNR dB | seconds, whole point |\n|---|---|---|---|")
     for name, result, seconds in (("fp32", fp32, fp32_s), ("bf16", bf16, bf16_s)):
         dice = np.mean([r["dice_mean"] for r in result["patients"]])
         psnr = np.mean([r["psnr"] for r in result["patients"]])
