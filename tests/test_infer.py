@@ -15,14 +15,18 @@ from abmseg.infer.patient import PredictionPaths, Predictor, infer_patient, spet
 from abmseg.infer.predict import (
     InferenceNetworks,
     InferenceSettings,
+    pass_seed,
     paste_into_ct_grid,
     precision,
+    predict_batch,
+    predict_ensemble,
     predict_volume,
 )
 from abmseg.models.cyclegan import ResnetGenerator
 from abmseg.models.diffusion import ConditionalDiffusion
 from abmseg.models.mpfpsn import MPFPSN
 from abmseg.models.presets import load_model_preset
+from abmseg.slicing import SliceGeometry
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +79,56 @@ def test_bf16_applies_on_a_gpu_only_and_a_callers_autocast_still_works(networks)
     # bf16 keeps 8 bits of mantissa: changed, but close on average (untrained networks amplify
     # the rounding in places, so the largest difference says little)
     assert difference.max() > 0 and difference.mean() < 0.05
+
+
+def body_volume() -> np.ndarray:
+    ct = np.full((4, 30, 40), -1.0, np.float32)
+    ct[1:3, 5:25, 8:30] = np.linspace(-0.5, 0.8, 22, dtype=np.float32)
+    ct[1:3, 5:25, 8:12] = 0.6  # not mirror-symmetric
+    return ct
+
+
+def test_one_sample_is_the_networks_own_prediction(networks):
+    """K = 1 without mirroring: the mean is the softmax of predict_batch mapped back, exactly,
+    and predict_volume is its argmax (today's single prediction)."""
+    ct = body_volume()
+    cpu = torch.device("cpu")
+    spet, summary = predict_ensemble(ct, networks, SETTINGS, cpu)
+    geometry = SliceGeometry(30, 40, networks.image_size)
+    batch = torch.stack([geometry.to_network(ct[z], kind="image") for z in (1, 2)])[:, None]
+    generator = torch.Generator().manual_seed(SETTINGS.seed)
+    reference_spet, probs = predict_batch(batch, networks, SETTINGS, generator)
+    for k, z in enumerate((1, 2)):
+        np.testing.assert_array_equal(summary.mean[:, z], geometry.from_network(probs[k]))
+        np.testing.assert_array_equal(spet[z], geometry.from_network(reference_spet[k, 0]))
+    assert np.all(summary.mean[0, 0] == 1) and np.all(summary.mean[1:, 0] == 0)
+    assert np.all(summary.mutual_information == 0)
+    np.testing.assert_array_equal(predict_volume(ct, networks, SETTINGS, cpu)[1], summary.labels)
+
+
+def test_samples_average_their_own_seeds_and_disagree(networks):
+    ct, cpu = body_volume(), torch.device("cpu")
+    first = predict_ensemble(ct, networks, SETTINGS, cpu)[1].mean
+    second_settings = InferenceSettings(**{**vars(SETTINGS), "seed": pass_seed(SETTINGS.seed, 1)})
+    second = predict_ensemble(ct, networks, second_settings, cpu)[1].mean
+    _, both = predict_ensemble(ct, networks, SETTINGS, cpu, samples=2)
+    assert both.passes == 2
+    np.testing.assert_allclose(both.mean, (first + second) / 2, atol=1e-6)
+    assert both.mutual_information.max() > 0  # the seeds give different sPETs, so masks differ
+
+
+def test_a_mirrored_pass_is_the_mirror_image_of_the_flipped_ct(networks):
+    ct, cpu = body_volume(), torch.device("cpu")
+    plain = predict_ensemble(ct, networks, SETTINGS, cpu)[1].mean
+    flipped = predict_ensemble(np.ascontiguousarray(ct[:, :, ::-1]), networks, SETTINGS, cpu)
+    calls = []
+    _, mirrored = predict_ensemble(
+        ct, networks, SETTINGS, cpu, mirror=True, on_batch=lambda d, t: calls.append((d, t))
+    )
+    assert mirrored.passes == 2
+    np.testing.assert_allclose(mirrored.mean, (plain + flipped[1].mean[..., ::-1]) / 2, atol=1e-6)
+    assert calls[0] == (0, 4) and calls[-1] == (4, 4)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
 
 
 def test_ct_only_networks_need_no_pet(networks):

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from abmseg.infer.uncertainty import EnsembleAccumulator, EnsembleSummary
 from abmseg.settings import from_section
 from abmseg.slicing import SliceGeometry, body_slices
 
@@ -102,18 +103,81 @@ def predict_volume(
     device: torch.device,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised CT volume (z, y, x) -> (sPET in [-1, 1], uint8 labels), both (z, y, x).
+    """Normalised CT volume (z, y, x) -> (sPET in [-1, 1], uint8 labels), both (z, y, x): one
+    pass, no mirroring (``predict_ensemble`` with K = 1).
 
     ``on_batch(done, total)`` is called before the first and after each batch of body slices
     (a progress bar)."""
+    spet, summary = predict_ensemble(ct, networks, settings, device, on_batch=on_batch)
+    return spet, summary.labels
+
+
+def pass_seed(seed: int, sample: int) -> int:
+    """The sampler seed of ensemble sample ``sample``: sample 0 keeps ``seed`` (so K = 1 is the
+    single prediction), the others get well-spread seeds of their own."""
+    if sample == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, sample]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def predict_ensemble(
+    ct: np.ndarray,
+    networks: InferenceNetworks,
+    settings: InferenceSettings,
+    device: torch.device,
+    samples: int = 1,
+    mirror: bool = False,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, EnsembleSummary]:
+    """``samples`` sampler seeds, each also on the left-right mirrored CT when ``mirror``:
+    (the passes' mean sPET in [-1, 1], their class probabilities' mean and uncertainty maps).
+
+    A mirrored pass flips the CT's x axis (patient left-right) before the networks and their
+    outputs back after; it reuses its sample's seed, so mirroring is all that differs.
+    """
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1, got {samples}")
+    plan = [(k, flip) for k in range(samples) for flip in ((False, True) if mirror else (False,))]
+    slices = [int(z) for z in body_slices(ct, settings.body_threshold)]
+    total = len(slices) * len(plan)
+    if on_batch is not None:
+        on_batch(0, total)
+    accumulator = EnsembleAccumulator()
+    spet_sum = np.zeros(ct.shape, dtype=np.float64)
+    for index, (sample, flip) in enumerate(plan):
+        done = index * len(slices)
+
+        def progress(count: int, _: int, done: int = done) -> None:
+            if on_batch is not None and count:
+                on_batch(done + count, total)
+
+        volume = ct[:, :, ::-1] if flip else ct
+        spet, probabilities = _predict_pass(
+            volume, slices, networks, settings, device, pass_seed(settings.seed, sample), progress
+        )
+        if flip:
+            spet, probabilities = spet[:, :, ::-1], probabilities[..., ::-1]
+        spet_sum += spet
+        accumulator.add(probabilities)
+    return (spet_sum / len(plan)).astype(np.float32), accumulator.summary()
+
+
+def _predict_pass(
+    ct: np.ndarray,
+    slices: list[int],
+    networks: InferenceNetworks,
+    settings: InferenceSettings,
+    device: torch.device,
+    seed: int,
+    on_batch: Callable[[int, int], None],
+) -> tuple[np.ndarray, np.ndarray]:
+    """One pass over the body slices: (sPET (z, y, x), class probabilities (C, z, y, x)); slices
+    without body stay sPET -1 and certain background."""
     depth, height, width = ct.shape
     geometry = SliceGeometry(height, width, networks.image_size)
     spet = np.full(ct.shape, -1.0, dtype=np.float32)
-    labels = np.zeros(ct.shape, dtype=np.uint8)
-    slices = [int(z) for z in body_slices(ct, settings.body_threshold)]
-    generator = torch.Generator(device=device).manual_seed(settings.seed)
-    if on_batch is not None:
-        on_batch(0, len(slices))
+    probabilities: np.ndarray | None = None
+    generator = torch.Generator(device=device).manual_seed(seed)
     for start in range(0, len(slices), settings.batch_size):
         batch_z = slices[start : start + settings.batch_size]
         batch = torch.stack([geometry.to_network(ct[z], kind="image") for z in batch_z])
@@ -121,13 +185,18 @@ def predict_volume(
             spet_net, probs = predict_batch(
                 batch[:, None].to(device), networks, settings, generator
             )
+        if probabilities is None:
+            probabilities = np.zeros((probs.shape[1], *ct.shape), dtype=np.float32)
+            probabilities[0] = 1.0
         for k, z in enumerate(batch_z):
             if networks.g_ct2pet is not None:  # a CT-only variant has no sPET: it stays SUV 0
                 spet[z] = geometry.from_network(spet_net[k, 0].cpu(), kind="image")
-            labels[z] = np.argmax(geometry.from_network(probs[k].cpu(), kind="image"), axis=0)
-        if on_batch is not None:
-            on_batch(start + len(batch_z), len(slices))
-    return spet, labels
+            probabilities[:, z] = geometry.from_network(probs[k].cpu(), kind="image")
+        on_batch(start + len(batch_z), len(slices))
+    if probabilities is None:  # no body slice at all: every voxel certain background
+        probabilities = np.zeros((networks.mpfpsn.n_classes, *ct.shape), dtype=np.float32)
+        probabilities[0] = 1.0
+    return spet, probabilities
 
 
 def paste_into_ct_grid(
