@@ -158,7 +158,7 @@ def predict_ensemble(
         if flip:
             spet, probabilities = spet[:, :, ::-1], probabilities[..., ::-1]
         spet_sum += spet
-        accumulator.add(probabilities)
+        accumulator.add(probabilities, owned=True)  # a fresh array per pass: no copy
     return (spet_sum / len(plan)).astype(np.float32), accumulator.summary()
 
 

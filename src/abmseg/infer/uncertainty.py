@@ -61,12 +61,14 @@ class EnsembleAccumulator:
         self.entropy_total: np.ndarray | None = None
         self.passes = 0
 
-    def add(self, probabilities: np.ndarray) -> None:
+    def add(self, probabilities: np.ndarray, owned: bool = False) -> None:
         """One pass's class probabilities, classes first: (C, ...). Sums in float32: K passes of
-        values in [0, 1] lose nothing that matters, and a volume's classes stay one array."""
+        values in [0, 1] lose nothing that matters, and a volume's classes stay one array.
+        ``owned``: the caller hands the array over (no copy; it becomes the running sum)."""
         p = np.asarray(probabilities, dtype=np.float32)
         if self.total is None:
-            self.total, self.entropy_total = p.copy(), volume_entropy(p)
+            self.total = p if owned else p.copy()
+            self.entropy_total = volume_entropy(p)
         else:
             if p.shape != self.total.shape:
                 raise ValueError(f"pass of shape {p.shape}, earlier passes {self.total.shape}")
@@ -77,7 +79,7 @@ class EnsembleAccumulator:
     def summary(self) -> EnsembleSummary:
         if self.total is None:
             raise ValueError("no pass was added")
-        mean = self.total / np.float32(self.passes)
+        mean = self.total if self.passes == 1 else self.total / np.float32(self.passes)
         predictive = volume_entropy(mean)
         expected = self.entropy_total / np.float32(self.passes)
         # Jensen: H(mean) >= mean H; clip the float rounding of a single pass (or identical ones).
