@@ -12,7 +12,6 @@ Usage (in the folder holding results/): python bench/bf16_inference.py --config 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import platform
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from study_models import merged_config, scored_volumes, split_patients
+from study_models import merged_config, one_model_parser, scored_volumes, split_patients
 
 from abmseg.study.sampler import run_sampler_point
 
@@ -36,12 +35,7 @@ def run(point: str, model: Path, scored: list, config: dict, threads: int, bf16_
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--model", type=Path, default=Path("results/models/full/stage2/model.pt"))
-    parser.add_argument("--point", default="ddim-10-250")
-    parser.add_argument("--results", type=Path, default=Path("results"))
-    parser.add_argument("--threads", type=int, default=2)
+    parser = one_model_parser(__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     config = merged_config(args.config)

@@ -98,6 +98,17 @@ def score_models(
     return lines, per_model
 
 
+def one_model_parser(description: str) -> argparse.ArgumentParser:
+    """The options of a bench that runs one study model at one sampler point."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--model", type=Path, default=Path("results/models/full/stage2/model.pt"))
+    parser.add_argument("--point", default="ddim-10-250")
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--threads", type=int, default=2)
+    return parser
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, required=True)

@@ -21,14 +21,12 @@ Usage (in the folder holding results/):
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 from scipy.stats import spearmanr
-from study_models import merged_config, scored_volumes, split_patients
+from study_models import merged_config, one_model_parser, scored_volumes, split_patients
 
 from abmseg.infer.predict import predict_ensemble
 from abmseg.io.volume import read_nifti
@@ -93,13 +91,8 @@ def calibration_error(rows: list[dict], temperature: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--model", type=Path, default=Path("results/models/full/stage2/model.pt"))
-    parser.add_argument("--point", default="ddim-10-250")
-    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser = one_model_parser(__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--fit-patients", type=int, default=6, help="training patients the temperature is fitted on"
     )
