@@ -9,7 +9,7 @@ what the step is made of. FLOPs per slice come from torch.utils.flop_counter ove
 
 Usage: python bench/train_step_profile.py [--stage 1|2] [--preset paper] [--size 256]
        [--batch 8] [--steps 20] [--workers 4] [--augment-on-device] [--channels-last]
-       [--fused-adam] [--peak-tflops 989]
+       [--fused-adam] [--peak-tflops 989] [--loss-curve 200 --curve-out FILE]
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def apply_candidates(trainer: Trainer, args: argparse.Namespace) -> None:
             )
 
 
-def one_step(trainer: Trainer, batch: dict, channels_last: bool = False) -> None:
+def one_step(trainer: Trainer, batch: dict, channels_last: bool = False) -> dict:
     device, s = trainer.env.device, trainer.settings
     layout = torch.channels_last if channels_last else torch.contiguous_format
     ct = batch["ct"].to(device, non_blocking=True).to(memory_format=layout)
@@ -92,7 +92,20 @@ def one_step(trainer: Trainer, batch: dict, channels_last: bool = False) -> None
     label = batch["label"].to(device, non_blocking=True)
     if "augment" in batch:
         ct, pet, label = augment_batch(ct, pet, label, batch["augment"], s.augment)
-    trainer.step_fn(trainer.modules, ct, pet, label)
+    return trainer.step_fn(trainer.modules, ct, pet, label)
+
+
+def loss_curve(trainer: Trainer, batches, steps: int, channels_last: bool, out: Path) -> None:
+    """Every loss term of ``steps`` steps from the start (fixed seed), one CSV row a step: run
+    once without and once with a candidate, the curves must agree within bf16 tolerance."""
+    rows = []
+    for step in range(steps):
+        terms = one_step(trainer, next(batches), channels_last)
+        rows.append({"step": step, **{k: float(v) for k, v in terms.items()}})
+    names = list(rows[0])
+    lines = [",".join(names)] + [",".join(f"{row[n]}" for n in names) for row in rows]
+    out.write_text("\n".join(lines) + "\n")
+    print(f"{steps} steps of losses written to {out}")
 
 
 def main() -> None:
@@ -108,6 +121,10 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--fused-adam", action="store_true")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak")
+    parser.add_argument(
+        "--loss-curve", type=int, default=0, help="instead of timing: N steps' losses to a CSV"
+    )
+    parser.add_argument("--curve-out", type=Path, default=Path("losses.csv"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         trainer = make_trainer(args, Path(tmp))
@@ -119,6 +136,9 @@ def main() -> None:
             trainer.modules.feature_fn = frozen_feature_extractor(nets.cyclegan.g_pet2ct)
         nets.train(True)  # the step functions enter bf16 autocast themselves (StepModules)
         batches = endless(trainer)
+        if args.loss_curve:
+            loss_curve(trainer, batches, args.loss_curve, args.channels_last, args.curve_out)
+            return
         waits, steps = [], []
         for index in range(args.warmup + args.steps):
             begin = time.perf_counter()
