@@ -143,7 +143,7 @@ def predict_ensemble(
     if on_batch is not None:
         on_batch(0, total)
     accumulator = EnsembleAccumulator()
-    spet_sum = np.zeros(ct.shape, dtype=np.float64)
+    spet_sum: np.ndarray | None = None
     for index, (sample, flip) in enumerate(plan):
         done = index * len(slices)
 
@@ -157,9 +157,11 @@ def predict_ensemble(
         )
         if flip:
             spet, probabilities = spet[:, :, ::-1], probabilities[..., ::-1]
-        spet_sum += spet
-        accumulator.add(probabilities, owned=True)  # a fresh array per pass: no copy
-    return (spet_sum / len(plan)).astype(np.float32), accumulator.summary()
+        # each pass's arrays are fresh: the first becomes the running sum, no copy
+        spet_sum = spet if spet_sum is None else spet_sum + spet
+        accumulator.add(probabilities, owned=True)
+    mean_spet = spet_sum if len(plan) == 1 else spet_sum / np.float32(len(plan))
+    return mean_spet, accumulator.summary()
 
 
 def _predict_pass(

@@ -12,6 +12,7 @@ Data", ICML 2017; Depeweg et al., ICML 2018). Natural logarithms: nats, at most 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -40,17 +41,30 @@ def volume_entropy(probabilities: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class EnsembleSummary:
-    """Mean class probabilities (C, ...) and two uncertainty maps (...), all float32."""
+    """Mean class probabilities (C, ...) and two uncertainty maps (...), all float32. The maps
+    are computed when first read: a caller that wants only the mask (rule infer) pays nothing."""
 
     mean: np.ndarray
-    predictive_entropy: np.ndarray
-    mutual_information: np.ndarray
+    # mean over the passes of each pass's entropy; None for a single pass (it is the entropy of
+    # the mean then)
+    expected_entropy: np.ndarray | None
     passes: int
 
     @property
     def labels(self) -> np.ndarray:
         """The argmax of the mean: the ensemble's mask (uint8)."""
         return np.argmax(self.mean, axis=0).astype(np.uint8)
+
+    @cached_property
+    def predictive_entropy(self) -> np.ndarray:
+        return volume_entropy(self.mean)
+
+    @cached_property
+    def mutual_information(self) -> np.ndarray:
+        if self.expected_entropy is None:
+            return np.zeros_like(self.predictive_entropy)
+        # Jensen: H(mean) >= mean H; clip the float rounding of identical passes.
+        return np.maximum(self.predictive_entropy - self.expected_entropy, np.float32(0.0))
 
 
 class EnsembleAccumulator:
@@ -68,10 +82,11 @@ class EnsembleAccumulator:
         p = np.asarray(probabilities, dtype=np.float32)
         if self.total is None:
             self.total = p if owned else p.copy()
-            self.entropy_total = volume_entropy(p)
         else:
             if p.shape != self.total.shape:
                 raise ValueError(f"pass of shape {p.shape}, earlier passes {self.total.shape}")
+            if self.entropy_total is None:  # a second pass: the first one's entropy counts now
+                self.entropy_total = volume_entropy(self.total)
             self.total += p
             self.entropy_total += volume_entropy(p)
         self.passes += 1
@@ -79,12 +94,10 @@ class EnsembleAccumulator:
     def summary(self) -> EnsembleSummary:
         if self.total is None:
             raise ValueError("no pass was added")
-        mean = self.total if self.passes == 1 else self.total / np.float32(self.passes)
-        predictive = volume_entropy(mean)
-        expected = self.entropy_total / np.float32(self.passes)
-        # Jensen: H(mean) >= mean H; clip the float rounding of a single pass (or identical ones).
-        information = np.maximum(predictive - expected, np.float32(0.0))
-        return EnsembleSummary(mean, predictive, information, self.passes)
+        if self.passes == 1:
+            return EnsembleSummary(self.total, None, 1)
+        passes = np.float32(self.passes)
+        return EnsembleSummary(self.total / passes, self.entropy_total / passes, self.passes)
 
 
 def summarise_passes(passes: list[np.ndarray]) -> EnsembleSummary:
