@@ -8,6 +8,7 @@ from abmseg.infer.model_bundle import (
     training_record_path,
     write_model_bundle,
 )
+from abmseg.io.jsonfile import read_json
 from abmseg.step import rule_step
 
 model = snakemake.input.model
@@ -25,5 +26,9 @@ with rule_step(
         sampler=settings.sampler,
         regions=settings.regions,
         provenance=read_training_record(model),
+        qa={
+            "settings": settings.qa,
+            "training_profile": read_json(snakemake.input.profile, made_by="training_profile"),
+        },
     )
     log.info("bundle %s: networks %s", folder, sorted(manifest["networks"]))

@@ -1,15 +1,21 @@
-"""Rule infer: CT -> pseudo-PET -> diffusion sPET -> MP-FPSN ABM for one test patient."""
+"""Rule infer: CT -> pseudo-PET -> diffusion sPET -> MP-FPSN ABM for one test patient, with its
+probabilities, uncertainty maps, statistics and QA flags."""
 
 from abmseg.infer.networks import load_networks
 from abmseg.infer.patient import PredictionPaths, Predictor, infer_patient, read_roi_box
 from abmseg.infer.predict import InferenceSettings
+from abmseg.io.jsonfile import read_json
+from abmseg.preprocess.convert import ConvertSettings
 from abmseg.preprocess.normalise import NormaliseSettings
+from abmseg.qa.checks import QaSettings
+from abmseg.qa.profile import TrainingProfile
 from abmseg.step import rule_step
 
 patient = snakemake.wildcards.patient
 config = snakemake.params.config
 with rule_step(snakemake) as log:
     read_roi_box(snakemake.input.roi, patient)  # the patient's own small inputs before the model
+    profile = read_json(snakemake.input.profile, made_by="training_profile")
     networks, device = load_networks(
         snakemake.input.model, threads=snakemake.threads, patient=patient
     )
@@ -18,14 +24,18 @@ with rule_step(snakemake) as log:
         device,
         InferenceSettings.from_config(config),
         NormaliseSettings.from_config(config).suv_ceiling,
+        regions=dict(ConvertSettings.from_config(config).regions),
+        qa=QaSettings.from_config(config),
+        profile=TrainingProfile.from_dict(profile),
     )
-    out = snakemake.output
     summary = infer_patient(
         patient,
         snakemake.input.ct,
         snakemake.input.converted_ct,
         snakemake.input.roi,
         predictor,
-        PredictionPaths(out.spet, out.abm, out.abm_ct),
+        PredictionPaths.of_rule(snakemake.output),
     )
-    log.info("label voxels %s on %s", summary["voxels_per_label"], device)
+    log.info(
+        "label voxels %s on %s; QA %s", summary["voxels_per_label"], device, summary["qa_verdict"]
+    )

@@ -15,6 +15,6 @@ with rule_step(snakemake, extra_inputs=lambda: series_files(snakemake.params.ct_
         patient,
         snakemake.params.ct_folder,
         bundle,
-        PredictionPaths(out.spet, out.abm, out.abm_ct, out.summary),
+        PredictionPaths.of_rule(out),
     )
     log.info("voxels per region %s on %s", summary["voxels_per_region"], bundle.device)

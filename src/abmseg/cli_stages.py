@@ -111,16 +111,30 @@ def _infer(args: argparse.Namespace) -> None:
     from abmseg.infer.networks import load_networks
     from abmseg.infer.patient import PredictionPaths, Predictor, infer_patient
     from abmseg.infer.predict import InferenceSettings
+    from abmseg.io.jsonfile import read_json
+    from abmseg.preprocess.convert import ConvertSettings
     from abmseg.preprocess.normalise import NormaliseSettings
+    from abmseg.qa.checks import QaSettings
+    from abmseg.qa.profile import TrainingProfile
 
     config = load_stage_config(args)
+    profile = TrainingProfile.from_dict(read_json(args.profile)) if args.profile else None
     networks, device = load_networks(args.model, threads=args.threads, patient=args.patient)
-    suv_ceiling = NormaliseSettings.from_config(config).suv_ceiling
-    predictor = Predictor(networks, device, InferenceSettings.from_config(config), suv_ceiling)
-    out = PredictionPaths.in_folder(args.out)
-    paths = PredictionPaths(out.spet, out.abm, out.abm_ct)  # no prediction.json: a test patient
+    predictor = Predictor(
+        networks,
+        device,
+        InferenceSettings.from_config(config),
+        NormaliseSettings.from_config(config).suv_ceiling,
+        regions=dict(ConvertSettings.from_config(config).regions),
+        qa=QaSettings.from_config(config),
+        profile=profile,
+    )
+    paths = PredictionPaths.in_folder(args.out, summary=False)  # no prediction.json: a test patient
     summary = infer_patient(args.patient, args.ct, args.converted_ct, args.roi, predictor, paths)
-    print(f"{args.patient}: label voxels {summary['voxels_per_label']} on {device}")
+    print(
+        f"{args.patient}: label voxels {summary['voxels_per_label']} on {device}, "
+        f"QA {summary['qa_verdict']}"
+    )
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -176,6 +190,14 @@ def _export_dicom(args: argparse.Namespace) -> None:
     print(f"{args.patient}: DICOM SEG and RTSTRUCT in {out} (voxels per region {voxels})")
 
 
+def ensemble_override(sampler: dict, samples: int | None, tta: bool | None) -> dict:
+    """``sampler`` with ``abmseg predict``'s --samples and --tta applied (None: keep)."""
+    if samples is not None and samples < 1:
+        raise UserError(f"--samples must be at least 1, got {samples}", "pass --samples 1 or more")
+    changes = {k: v for k, v in (("samples", samples), ("tta", tta)) if v is not None}
+    return {**sampler, **changes}
+
+
 def _predict(args: argparse.Namespace) -> None:
     import dataclasses
     import logging
@@ -207,6 +229,8 @@ def _predict(args: argparse.Namespace) -> None:
     override, reason = choose_sampler(
         bundle.manifest["sampler"], bundle.device.type, args.sampler, bundle.timesteps
     )
+    if args.samples is not None or args.tta is not None:
+        override = ensemble_override(override or bundle.sampler, args.samples, args.tta)
     bundle = dataclasses.replace(bundle, sampler_override=override)
     log.info("%s: %s", patient, reason)
     progress = SliceProgress(f"{patient}: inference", 1, enabled=not args.quiet)
@@ -286,7 +310,17 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     infer.add_argument("--ct", required=True, help="normalised ct.nii.gz")
     infer.add_argument("--converted-ct", required=True, help="converted ct.nii.gz (full grid)")
     infer.add_argument("--roi", required=True, help="the crop's roi.json")
-    infer.add_argument("--out", required=True, help="folder for spet/abm/abm_ct.nii.gz")
+    infer.add_argument(
+        "--profile",
+        help="the run's results/qa/training_profile.json (without it the QA cannot compare the "
+        "CT with the training CTs and warns)",
+    )
+    infer.add_argument(
+        "--out",
+        required=True,
+        help="folder for spet/abm/abm_ct/abm_prob/abm_uncertainty.nii.gz, abm_stats.tsv/json, "
+        "qa.json, qa.png",
+    )
     infer.add_argument("--threads", type=int, default=4, help="CPU threads (without a GPU)")
 
     bundle = _stage(sub, "bundle", "a trained model.pt as a model bundle folder", _bundle)
@@ -301,7 +335,8 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     predict.add_argument(
         "--out",
         required=True,
-        help="output folder: spet/abm/abm_ct.nii.gz, prediction.json, abm_seg.dcm, "
+        help="output folder: spet/abm/abm_ct/abm_prob/abm_uncertainty.nii.gz, abm_stats.tsv/"
+        "json, qa.json, qa.png, prediction.json, abm_seg.dcm, abm_prob_seg.dcm, "
         "abm_rtstruct.dcm (the DICOM files carry the CT's patient identity)",
     )
     predict.add_argument(
@@ -316,6 +351,14 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="auto (default): the bundle's sampler on a GPU, one DDIM step from t=T/4 on a CPU "
         "(docs/validation.md); bundle: always the bundle's; cpu: always the fast one",
+    )
+    predict.add_argument(
+        "--samples", type=int, help="sampler seeds to average (default: the bundle's)"
+    )
+    predict.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        help="also predict on the left-right mirrored CT (default: the bundle's)",
     )
     predict.add_argument("--no-dicom", action="store_true", help="skip DICOM SEG and RTSTRUCT")
     predict.add_argument("--quiet", action="store_true", help="no progress bar, no timings")

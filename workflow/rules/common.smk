@@ -136,6 +136,19 @@ def require_split():
         raise WorkflowError(problem)
 
 
+TRAINING_PROFILE = "results/qa/training_profile.json"
+
+
+def training_files(pattern):
+    """Input function: ``pattern`` of every training patient (the split must be usable)."""
+
+    def files(wildcards):
+        require_split()
+        return expand(pattern, patient=TRAIN_PATIENTS)
+
+    return files
+
+
 def training_volumes(wildcards):
     """Normalised volumes of the training patients only: a new test patient changes nothing."""
     require_split()
@@ -200,6 +213,27 @@ def test_metrics(wildcards):
     )
 
 
+def prediction_pairs():
+    """(source, results folder) of every prediction: test patients per variant, CT-only ones."""
+    pairs = [("predict", f"results/predict/{p}") for p in CT_ONLY_PATIENTS]
+    if SCORED_PATIENTS:
+        require_split()
+        pairs = [
+            (variant, f"results/inference/{variant}/{p}")
+            for variant in VARIANTS
+            for p in TEST_PATIENTS
+        ] + pairs
+    return pairs
+
+
+def prediction_files(name):
+    return [f"{folder}/{name}" for _, folder in prediction_pairs()]
+
+
+def prediction_sources():
+    return [source for source, _ in prediction_pairs()]
+
+
 def get_final_outputs(wildcards):
     predicted = expand(
         "results/predict/{patient}/{name}",
@@ -207,7 +241,7 @@ def get_final_outputs(wildcards):
         name=["abm_ct.nii.gz", "prediction.json"],
     )
     if not SCORED_PATIENTS:
-        return predicted + dicom_exports()
+        return predicted + dicom_exports() + ["results/qa/qa.tsv"]
     require_split()
     return (
         predicted
@@ -222,7 +256,7 @@ def get_final_outputs(wildcards):
             variant=VARIANTS,
             patient=FIGURE_PATIENTS,
         )
-        + ["results/metrics/summary.md", "results/split.tsv"]
+        + ["results/metrics/summary.md", "results/split.tsv", "results/qa/qa.tsv"]
         + dicom_exports()
         + (["results/study/summary.md"] if STUDY.enabled else [])
     )

@@ -77,3 +77,35 @@ rule figure:
         **scheduler_resources("figure"),
     script:
         "../../scripts/figure.py"
+
+
+# The statistics and QA verdicts of every prediction (test patients per variant, CT-only
+# patients) in two cohort tables.
+rule qa_table:
+    input:
+        stats=lambda wildcards: prediction_files("abm_stats.json"),
+        qa=lambda wildcards: prediction_files("qa.json"),
+    output:
+        stats=report(
+            "results/qa/abm_stats.tsv",
+            caption="../report/qa_table.rst",
+            category="QA",
+        ),
+        qa=report(
+            "results/qa/qa.tsv",
+            caption="../report/qa_table.rst",
+            category="QA",
+        ),
+    log:
+        "logs/qa_table.log",
+    benchmark:
+        "benchmarks/qa_table.tsv"
+    conda:
+        "../../envs/preprocess.yaml"
+    threads: res("aggregate", "threads")
+    resources:
+        **scheduler_resources("aggregate"),
+    params:
+        sources=lambda wildcards: prediction_sources(),
+    script:
+        "../../scripts/qa_table.py"

@@ -4,10 +4,23 @@ rule infer:
         ct="results/normalized/{patient}/ct.nii.gz",
         converted_ct="results/converted/{patient}/ct.nii.gz",
         roi="results/cropped/{patient}/roi.json",
+        profile=TRAINING_PROFILE,
     output:
         spet="results/inference/{variant}/{patient}/spet.nii.gz",
         abm="results/inference/{variant}/{patient}/abm.nii.gz",
         abm_ct="results/inference/{variant}/{patient}/abm_ct.nii.gz",
+        prob="results/inference/{variant}/{patient}/abm_prob.nii.gz",
+        uncertainty="results/inference/{variant}/{patient}/abm_uncertainty.nii.gz",
+        stats="results/inference/{variant}/{patient}/abm_stats.tsv",
+        stats_json="results/inference/{variant}/{patient}/abm_stats.json",
+        qa="results/inference/{variant}/{patient}/qa.json",
+        qa_png=report(
+            "results/inference/{variant}/{patient}/qa.png",
+            caption="../report/qa.rst",
+            category="QA",
+            subcategory="{variant}",
+            labels={"variant": "{variant}", "patient": "{patient}"},
+        ),
     log:
         "logs/infer/{variant}/{patient}.log",
     benchmark:
@@ -21,3 +34,28 @@ rule infer:
         config=stage_config("infer"),
     script:
         "../../scripts/infer.py"
+
+
+# What the networks were trained on, in the numbers the QA flags compare every prediction with
+# (abmseg.qa.profile): the training patients only. A small cohort-level job: it runs with the
+# resources of rule aggregate.
+rule training_profile:
+    input:
+        cts=training_files("results/converted/{patient}/ct.nii.gz"),
+        labels=training_files("results/cropped/{patient}/label.nii.gz"),
+    output:
+        TRAINING_PROFILE,
+    log:
+        "logs/training_profile.log",
+    benchmark:
+        "benchmarks/training_profile.tsv"
+    conda:
+        "../../envs/preprocess.yaml"
+    threads: res("aggregate", "threads")
+    resources:
+        **scheduler_resources("aggregate"),
+    params:
+        patients=TRAIN_PATIENTS,
+        config=stage_config("training_profile"),
+    script:
+        "../../scripts/training_profile.py"

@@ -1,6 +1,7 @@
 rule bundle:
     input:
         model=final_model,
+        profile=TRAINING_PROFILE,
     output:
         "results/bundles/{variant}/bundle.json",
     log:
@@ -27,6 +28,18 @@ rule predict:
         spet="results/predict/{patient}/spet.nii.gz",
         abm="results/predict/{patient}/abm.nii.gz",
         abm_ct="results/predict/{patient}/abm_ct.nii.gz",
+        prob="results/predict/{patient}/abm_prob.nii.gz",
+        uncertainty="results/predict/{patient}/abm_uncertainty.nii.gz",
+        stats="results/predict/{patient}/abm_stats.tsv",
+        stats_json="results/predict/{patient}/abm_stats.json",
+        qa="results/predict/{patient}/qa.json",
+        qa_png=report(
+            "results/predict/{patient}/qa.png",
+            caption="../report/qa.rst",
+            category="QA",
+            subcategory="predict",
+            labels={"patient": "{patient}"},
+        ),
         summary="results/predict/{patient}/prediction.json",
     log:
         "logs/predict/{patient}.log",

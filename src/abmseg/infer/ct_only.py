@@ -99,8 +99,8 @@ def predict_ct_only(
     prepared = prepared or prepare_for_bundle(patient, ct_dir, bundle)
     prepared_at = time.perf_counter()
     box = prepared.cropped.box
-    labels = predict_patient(
-        prepared.normalised, prepared.ct, box, bundle.predictor(), out, progress
+    labels, qa = predict_patient(
+        patient, prepared.normalised, prepared.ct, box, bundle.predictor(), out, progress
     )
     log.info("%s: networks ran in %.1f s", patient, time.perf_counter() - prepared_at)
     counts = np.bincount(labels.ravel(), minlength=256)
@@ -117,6 +117,7 @@ def predict_ct_only(
         "sampler": bundle.sampler,
         "sampler_from_bundle": bundle.sampler_override is None,
         "voxels_per_region": {name: int(counts[value]) for name, value in bundle.regions.items()},
+        "qa_verdict": qa["verdict"],
     }
     if out.summary is not None:
         write_json(out.summary, summary)

@@ -67,6 +67,8 @@ from abmseg.preprocess.normalise import NormaliseSettings
 from abmseg.preprocess.roi import CropSettings
 from abmseg.provenance.hashing import sha256_file
 from abmseg.provenance.layout import record_path, results_dir_of_output
+from abmseg.qa.checks import QaSettings
+from abmseg.qa.profile import TrainingProfile
 from abmseg.settings import to_section
 from abmseg.variants import get_variant
 
@@ -149,6 +151,7 @@ def write_model_bundle(
     sampler: dict,
     regions: dict[str, int],
     provenance: dict | None,
+    qa: dict | None = None,
 ) -> dict:
     """Turn a training's ``model.pt`` into a bundle folder; returns the manifest written.
 
@@ -200,6 +203,8 @@ def write_model_bundle(
                 "settings": model.get("settings"),
             },
             "provenance": provenance,
+            # the QA flags' settings and the training data's ranges they compare with
+            "qa": qa,
         }
     )
     manifest["manifest_sha256"] = manifest_digest(manifest)
@@ -250,9 +255,24 @@ class ModelBundle:
         """The sampler and body threshold the bundle was written with, as predict_volume takes."""
         return InferenceSettings.from_config(self.config())
 
+    @property
+    def training_profile(self) -> TrainingProfile | None:
+        """The training data's ranges for the QA flags; None in a bundle written before them."""
+        qa = self.manifest.get("qa") or {}
+        profile = qa.get("training_profile")
+        return None if profile is None else TrainingProfile.from_dict(profile)
+
     def predictor(self) -> Predictor:
-        suv_ceiling = NormaliseSettings.from_config(self.config()).suv_ceiling
-        return Predictor(self.networks, self.device, self.inference_settings(), suv_ceiling)
+        config = self.config()
+        return Predictor(
+            self.networks,
+            self.device,
+            self.inference_settings(),
+            NormaliseSettings.from_config(config).suv_ceiling,
+            regions=dict(self.regions),
+            qa=QaSettings.from_config(config),
+            profile=self.training_profile,
+        )
 
 
 def bundle_config(manifest: dict) -> dict[str, Any]:
@@ -269,6 +289,8 @@ def bundle_config(manifest: dict) -> dict[str, Any]:
         config["seed"] = sampler["seed"]
     if "body_threshold" in preprocessing:
         config["training"] = {"body_threshold": preprocessing["body_threshold"]}
+    if (manifest.get("qa") or {}).get("settings"):
+        config["qa"] = manifest["qa"]["settings"]
     return config
 
 
@@ -280,6 +302,7 @@ class BundleSettings:
     preprocessing: dict[str, Any]
     sampler: dict[str, Any]
     regions: dict[str, int]
+    qa: dict[str, float]  # the QA flags' settings (QaSettings)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> BundleSettings:
@@ -290,7 +313,8 @@ class BundleSettings:
             "body_threshold": inference.body_threshold,
         }
         regions = ConvertSettings.from_config(config).regions
-        return cls(preprocessing, inference.sampler_record(), dict(regions))
+        qa = QaSettings.from_config(config).to_dict()
+        return cls(preprocessing, inference.sampler_record(), dict(regions), qa)
 
 
 def _load_network(

@@ -8,9 +8,10 @@ a model bundle, through abmseg.infer.ct_only).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -20,11 +21,17 @@ from abmseg.errors import PatientDataError
 from abmseg.infer.predict import (
     InferenceNetworks,
     InferenceSettings,
+    box_slices,
     paste_into_ct_grid,
-    predict_volume,
+    predict_ensemble,
 )
+from abmseg.io.channels import write_channels
 from abmseg.io.jsonfile import read_json
 from abmseg.io.volume import image_like, read_nifti, write_nifti
+from abmseg.qa.checks import QaSettings
+from abmseg.qa.patient import AssessmentPaths, PredictionMaps, assess_prediction
+from abmseg.qa.profile import TrainingProfile
+from abmseg.regions import DEFAULT_REGIONS
 
 
 def spet_to_suv(spet: np.ndarray, suv_ceiling: float) -> np.ndarray:
@@ -55,6 +62,22 @@ class Predictor:
     device: torch.device
     settings: InferenceSettings
     suv_ceiling: float  # the normalisation's: sPET in [-1, 1] back to SUV
+    regions: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_REGIONS))
+    qa: QaSettings = QaSettings()
+    profile: TrainingProfile | None = None  # the training data's ranges (QA flags)
+
+
+OUTPUT_NAMES = {
+    "spet": "spet.nii.gz",
+    "abm": "abm.nii.gz",
+    "abm_ct": "abm_ct.nii.gz",
+    "prob": "abm_prob.nii.gz",
+    "uncertainty": "abm_uncertainty.nii.gz",
+    "stats": "abm_stats.tsv",
+    "stats_json": "abm_stats.json",
+    "qa": "qa.json",
+    "qa_png": "qa.png",
+}
 
 
 @dataclass(frozen=True)
@@ -65,37 +88,94 @@ class PredictionPaths:
     spet: Path
     abm: Path
     abm_ct: Path
+    prob: Path
+    uncertainty: Path
+    stats: Path
+    stats_json: Path
+    qa: Path
+    qa_png: Path
     summary: Path | None = None
 
     @classmethod
-    def in_folder(cls, folder: str | Path) -> PredictionPaths:
+    def in_folder(cls, folder: str | Path, summary: bool = True) -> PredictionPaths:
         folder = Path(folder)
-        names = ("spet.nii.gz", "abm.nii.gz", "abm_ct.nii.gz", "prediction.json")
-        return cls(*(folder / name for name in names))
+        paths = {key: folder / name for key, name in OUTPUT_NAMES.items()}
+        return cls(**paths, summary=folder / "prediction.json" if summary else None)
+
+    @classmethod
+    def of_rule(cls, output: Any) -> PredictionPaths:
+        """A rule's named outputs (snakemake.output), which carry these names."""
+        paths = {key: Path(getattr(output, key)) for key in OUTPUT_NAMES}
+        summary = getattr(output, "summary", None)
+        return cls(**paths, summary=None if summary is None else Path(summary))
+
+    @property
+    def assessment(self) -> AssessmentPaths:
+        return AssessmentPaths(self.stats, self.stats_json, self.qa, self.qa_png)
+
+
+def paste_channels(
+    channels: np.ndarray, box: Mapping[str, list[int]], ct_shape_zyx: tuple[int, ...], fill: float
+) -> np.ndarray:
+    """(C, z, y, x) maps of the cropped grid on the full CT grid: channel 0 is ``fill`` outside
+    the box (certain background for probabilities), the others 0."""
+    full = np.zeros((channels.shape[0], *ct_shape_zyx), dtype=np.float32)
+    full[0] = fill
+    full[(slice(None), *box_slices(box, channels.shape[1:]))] = channels
+    return full
 
 
 def predict_patient(
+    patient: str,
     normalised: sitk.Image,
     full_ct: sitk.Image,
     box: dict[str, list[int]],
     predictor: Predictor,
     out: PredictionPaths,
     progress: Callable[[int, int], None] | None = None,
-) -> np.ndarray:
-    """Run the networks over the normalised, cropped CT and write sPET (SUV) and ABM on the
-    cropped grid and the ABM on the full CT grid; returns the cropped label map."""
-    spet, labels = predict_volume(
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Run the networks over the normalised, cropped CT (``inference.samples`` seeds, mirrored
+    too with ``inference.tta``) and write: sPET (SUV) and ABM on the cropped grid; the ABM, the
+    mean class probabilities and the uncertainty maps on the full CT grid; the statistics, QA
+    record and QA picture. Returns the cropped label map and the QA record."""
+    settings = predictor.settings
+    spet, summary = predict_ensemble(
         sitk.GetArrayFromImage(normalised),
         predictor.networks,
-        predictor.settings,
+        settings,
         predictor.device,
-        progress,
+        samples=settings.samples,
+        mirror=settings.tta,
+        on_batch=progress,
     )
+    labels = summary.labels
     full_shape = tuple(reversed(full_ct.GetSize()))
-    write_nifti(image_like(spet_to_suv(spet, predictor.suv_ceiling), normalised), out.spet)
+    spet_suv = spet_to_suv(spet, predictor.suv_ceiling)
+    write_nifti(image_like(spet_suv, normalised), out.spet)
     write_nifti(image_like(labels, normalised), out.abm)
     write_nifti(image_like(paste_into_ct_grid(labels, box, full_shape), full_ct), out.abm_ct)
-    return labels
+    write_channels(paste_channels(summary.mean, box, full_shape, 1.0), full_ct, out.prob)
+    uncertainty = np.stack([summary.predictive_entropy, summary.mutual_information])
+    write_channels(paste_channels(uncertainty, box, full_shape, 0.0), full_ct, out.uncertainty)
+    maps = PredictionMaps(
+        labels,
+        summary.mean,
+        summary.predictive_entropy,
+        summary.mutual_information,
+        spet_suv if predictor.networks.g_ct2pet is not None else None,
+        summary.passes,
+    )
+    qa = assess_prediction(
+        patient,
+        full_ct,
+        box,
+        maps,
+        predictor.regions,
+        predictor.qa,
+        predictor.profile,
+        out.assessment,
+    )
+    return labels, qa
 
 
 def infer_patient(
@@ -110,9 +190,10 @@ def infer_patient(
     box = read_roi_box(roi_json, patient)
     ct_image = read_nifti(normalized_ct, patient, made_by="normalise")
     full_ct = read_nifti(converted_ct, patient, made_by="convert")
-    labels = predict_patient(ct_image, full_ct, box, predictor, out)
+    labels, qa = predict_patient(patient, ct_image, full_ct, box, predictor, out)
     counts = np.bincount(labels.ravel(), minlength=4)
     return {
         "patient_id": patient,
         "voxels_per_label": {str(k): int(v) for k, v in enumerate(counts)},
+        "qa_verdict": qa["verdict"],
     }

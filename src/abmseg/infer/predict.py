@@ -33,6 +33,10 @@ class InferenceSettings:
     batch_size: int = 8
     seed: int = 42
     body_threshold: float = -0.9
+    # The ensemble (issue 18): sampler seeds, and each also on the left-right mirrored CT. 1 and
+    # false are one pass, exactly the single prediction.
+    samples: int = 1
+    tta: bool = False
     # bf16 autocast of the networks on a GPU (ignored on a CPU); off by default until its Dice and
     # PSNR are shown within 0.005 of fp32 on a GPU (BENCHMARKS.md, issue 17).
     bf16: bool = False
@@ -48,7 +52,7 @@ class InferenceSettings:
 
     def sampler_record(self) -> dict[str, Any]:
         """The sampler as a model bundle records it (bundle.json's ``sampler``)."""
-        keys = ("sampler", "steps", "start_step", "batch_size", "seed")
+        keys = ("sampler", "steps", "start_step", "batch_size", "seed", "samples", "tta")
         return {key: getattr(self, key) for key in keys}
 
 
@@ -201,13 +205,18 @@ def _predict_pass(
     return spet, probabilities
 
 
+def box_slices(box: Mapping[str, list[int]], shape_zyx: tuple[int, ...]) -> tuple[slice, ...]:
+    """The (z, y, x) slices of the ROI box, checked against the cropped map's shape."""
+    (x0, x1), (y0, y1), (z0, z1) = box["x"], box["y"], box["z"]
+    if tuple(shape_zyx) != (z1 - z0, y1 - y0, x1 - x0):
+        raise ValueError(f"map shape {tuple(shape_zyx)} does not match the ROI box {box}")
+    return slice(z0, z1), slice(y0, y1), slice(x0, x1)
+
+
 def paste_into_ct_grid(
-    labels: np.ndarray, box: dict[str, list[int]], ct_shape_zyx: tuple[int, int, int]
+    labels: np.ndarray, box: Mapping[str, list[int]], ct_shape_zyx: tuple[int, ...]
 ) -> np.ndarray:
     """Put a label map of the cropped grid back at its box in the full CT grid (zeros elsewhere)."""
     full = np.zeros(ct_shape_zyx, dtype=labels.dtype)
-    (x0, x1), (y0, y1), (z0, z1) = box["x"], box["y"], box["z"]
-    if labels.shape != (z1 - z0, y1 - y0, x1 - x0):
-        raise ValueError(f"label shape {labels.shape} does not match the ROI box {box}")
-    full[z0:z1, y0:y1, x0:x1] = labels
+    full[box_slices(box, labels.shape)] = labels
     return full
