@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 
@@ -22,6 +23,7 @@ from abmseg.infer.predict import (
     predict_ensemble,
     predict_volume,
 )
+from abmseg.io.channels import read_channels
 from abmseg.models.cyclegan import ResnetGenerator
 from abmseg.models.diffusion import ConditionalDiffusion
 from abmseg.models.mpfpsn import MPFPSN
@@ -41,6 +43,7 @@ def networks() -> InferenceNetworks:
 
 
 SETTINGS = InferenceSettings(sampler="ddim", steps=3, batch_size=4, seed=1)
+ENSEMBLE = dataclasses.replace(SETTINGS, samples=2, tta=True)
 
 
 def test_predict_volume_shapes_ranges_and_empty_slices(networks):
@@ -194,8 +197,8 @@ def test_infer_patient_writes_exact_geometry(converted, networks, tmp_path):
         tmp_path / "norm" / "ct.nii.gz",
         paths.ct,
         crop / "roi.json",
-        Predictor(networks, torch.device("cpu"), SETTINGS, 10.0),
-        PredictionPaths(out / "spet.nii.gz", out / "abm.nii.gz", out / "abm_ct.nii.gz"),
+        Predictor(networks, torch.device("cpu"), ENSEMBLE, 10.0),
+        PredictionPaths.in_folder(out, summary=False),
     )
     abm_ct = sitk.ReadImage(str(out / "abm_ct.nii.gz"))
     assert abm_ct.GetSize() == ct.GetSize()
@@ -213,3 +216,27 @@ def test_infer_patient_writes_exact_geometry(converted, networks, tmp_path):
     )
     suv = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "spet.nii.gz")))
     assert suv.min() >= 0 and suv.max() <= 10
+    # the averaged probabilities and the uncertainty maps lie on the CT grid too
+    probabilities, grid = read_channels(out / "abm_prob.nii.gz")
+    assert probabilities.shape == (4, *reversed(ct.GetSize()))
+    assert grid.GetOrigin() == ct.GetOrigin() and grid.GetDirection() == ct.GetDirection()
+    np.testing.assert_allclose(probabilities.sum(axis=0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(np.argmax(probabilities, axis=0), sitk.GetArrayFromImage(abm_ct))
+    assert (probabilities[0][:z0] == 1).all()  # outside the box: certain background
+    maps, _ = read_channels(out / "abm_uncertainty.nii.gz")
+    entropy, mutual_information = maps
+    np.testing.assert_allclose(
+        entropy, -(probabilities * np.log(np.clip(probabilities, 1e-30, 1))).sum(0), atol=1e-4
+    )
+    assert (mutual_information >= 0).all() and (mutual_information <= entropy + 1e-5).all()
+    assert mutual_information.max() > 0  # two seeds, each mirrored: the passes disagree
+    qa = json.loads((out / "qa.json").read_text())
+    assert qa["verdict"] in ("pass", "warn", "fail")
+    assert {"check": "training_profile", "level": "warn"}.items() <= qa["reasons"][0].items()
+    rows = (out / "abm_stats.tsv").read_text().splitlines()
+    assert [row.split("\t")[1] for row in rows[1:]] == [
+        "lumbosacral_spine",
+        "ilium",
+        "lower_pelvis",
+    ]
+    assert sitk.ReadImage(str(out / "qa.png")).GetSize()[0] > 500

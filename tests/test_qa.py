@@ -214,8 +214,8 @@ def test_bone_interior_is_split_by_the_most_probable_region():
 def test_cohort_tables_put_the_verdict_beside_each_row(tmp_path):
     import json
 
-    stats = {"patient_id": "P1", "marrow_mean_entropy": 0.3,
-             "regions": [{"patient_id": "P1", "region": "ilium", "abm_volume_ml": 2.0}]}  # fmt: skip
+    row = {"patient_id": "P1", "region": "ilium", "abm_volume_ml": 2.0}
+    stats = {"patient_id": "P1", "marrow_mean_entropy": 0.3, "regions": [row]}
     qa = {"verdict": "warn", "reasons": [{"check": "metal", "level": "warn", "message": "m"}]}
     (tmp_path / "s.json").write_text(json.dumps(stats))
     (tmp_path / "q.json").write_text(json.dumps(qa))

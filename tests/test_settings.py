@@ -19,6 +19,7 @@ from abmseg.preprocess.convert import ConvertSettings
 from abmseg.preprocess.normalise import NormaliseSettings
 from abmseg.preprocess.register import AFFINE_DEFAULT, RegistrationSettings, StageSettings
 from abmseg.preprocess.roi import CropSettings
+from abmseg.qa.checks import QaSettings
 from abmseg.rt.export import ExportSettings
 from abmseg.settings import STAGE_CONFIG_KEYS, from_section, pick, stage_config, to_section
 from abmseg.study.plan import StudyPlan
@@ -36,7 +37,11 @@ BUILDERS = {
     "normalise": NormaliseSettings.from_config,
     "split": SplitSettings.from_config,
     "train": TrainSettings.from_config,
-    "infer": InferenceSettings.from_config,
+    "infer": lambda config: (
+        InferenceSettings.from_config(config),
+        QaSettings.from_config(config),
+        ConvertSettings.from_config(config).regions,
+    ),
     "evaluate": EvaluateSettings.from_config,
     "bundle": BundleSettings.from_config,
     "export": ExportSettings.from_config,
@@ -51,6 +56,7 @@ BUILDERS = {
     ),
     "study_leakage": lambda config: config.get("regions"),
     "study_summary": StudyPlan.from_config,
+    "training_profile": lambda config: ConvertSettings.from_config(config).regions,
 }
 DEFAULTS = {
     "convert": ConvertSettings(),
@@ -58,7 +64,7 @@ DEFAULTS = {
     "crop": CropSettings(),
     "normalise": NormaliseSettings(),
     "split": SplitSettings(),
-    "infer": InferenceSettings(),
+    "infer": (InferenceSettings(), QaSettings(), ConvertSettings().regions),
     "evaluate": EvaluateSettings(),
     "export": ExportSettings(),
 }
@@ -100,6 +106,8 @@ def test_a_changed_value_reaches_the_settings_through_the_rule_params():
     changed["training"]["body_threshold"] = -0.5
     crop = CropSettings.from_config(stage_config(changed, "crop"))
     assert crop.margin_mm == (4.0, 5.0, 6.0)  # floats and a tuple, as ANTs/NumPy code expects
+    changed["qa"]["hu_tolerance"] = 80.0
+    assert QaSettings.from_config(stage_config(changed, "infer")).hu_tolerance == 80.0
     infer = InferenceSettings.from_config(stage_config(changed, "infer"))
     assert (infer.steps, infer.body_threshold) == (7, -0.5)
 

@@ -184,10 +184,18 @@ def _export_dicom(args: argparse.Namespace) -> None:
 
     regions = ExportSettings.from_config(load_stage_config(args)).regions
     out = Path(args.out)
+    probabilities = (args.prob, out / "abm_prob_seg.dcm") if args.prob else None
     voxels = export_patient(
-        args.patient, args.abm_ct, args.ct, regions, out / "abm_seg.dcm", out / "abm_rtstruct.dcm"
+        args.patient,
+        args.abm_ct,
+        args.ct,
+        regions,
+        out / "abm_seg.dcm",
+        out / "abm_rtstruct.dcm",
+        probabilities=probabilities,
     )
-    print(f"{args.patient}: DICOM SEG and RTSTRUCT in {out} (voxels per region {voxels})")
+    written = "DICOM SEG, probability SEG and RTSTRUCT" if args.prob else "DICOM SEG and RTSTRUCT"
+    print(f"{args.patient}: {written} in {out} (voxels per region {voxels})")
 
 
 def ensemble_override(sampler: dict, samples: int | None, tta: bool | None) -> dict:
@@ -392,4 +400,9 @@ def add_result_commands(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--patient", required=True)
     export.add_argument("--abm-ct", required=True, help="abm_ct.nii.gz (the full CT grid)")
     export.add_argument("--ct", required=True, help="the patient's CT DICOM series folder")
-    export.add_argument("--out", required=True, help="folder for abm_seg.dcm and abm_rtstruct.dcm")
+    export.add_argument(
+        "--prob", help="abm_prob.nii.gz: also write its probability SEG, abm_prob_seg.dcm"
+    )
+    export.add_argument(
+        "--out", required=True, help="folder for abm_seg.dcm, abm_rtstruct.dcm, abm_prob_seg.dcm"
+    )

@@ -357,7 +357,7 @@ def dicom_exports():
     export.dicom asks for them (CT-only patients' under results/dicom/predict/)."""
     if not config["export"]["dicom"]:
         return []
-    kinds = ["seg", "rtstruct"]
+    kinds = ["seg", "prob_seg", "rtstruct"]
     path = "results/dicom/{source}/{patient}/abm_{kind}.dcm"
     return expand(path, source=VARIANTS, patient=TEST_PATIENTS, kind=kinds) + expand(
         path, source=["predict"], patient=CT_ONLY_PATIENTS, kind=kinds
@@ -372,8 +372,13 @@ def export_config(wildcards):
     return stage_config("export")
 
 
-def exported_mask(wildcards):
-    """The ABM on the CT grid that rule export_dicom turns into DICOM."""
-    if wildcards.source == "predict":
-        return f"results/predict/{wildcards.patient}/abm_ct.nii.gz"
-    return f"results/inference/{wildcards.source}/{wildcards.patient}/abm_ct.nii.gz"
+def exported(name):
+    """Input function: a prediction's file on the CT grid that rule export_dicom turns into
+    DICOM (abm_ct.nii.gz, abm_prob.nii.gz)."""
+
+    def path(wildcards):
+        if wildcards.source == "predict":
+            return f"results/predict/{wildcards.patient}/{name}"
+        return f"results/inference/{wildcards.source}/{wildcards.patient}/{name}"
+
+    return path

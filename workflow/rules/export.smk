@@ -1,11 +1,14 @@
-# The predicted ABM back to the planning system, on the patient's original CT series. These files
+# The predicted ABM (binary SEG, RTSTRUCT) and its probabilities (FRACTIONAL SEG) back to the
+# planning system, on the patient's original CT series. These files
 # carry the CT's patient and study attributes by design (results/dicom/ only; see README).
 rule export_dicom:
     input:
-        abm_ct=exported_mask,
+        abm_ct=exported("abm_ct.nii.gz"),
+        prob=exported("abm_prob.nii.gz"),
         ct=get_series_state("ct"),
     output:
         seg="results/dicom/{source}/{patient}/abm_seg.dcm",
+        prob_seg="results/dicom/{source}/{patient}/abm_prob_seg.dcm",
         rtstruct="results/dicom/{source}/{patient}/abm_rtstruct.dcm",
     log:
         "logs/export_dicom/{source}/{patient}.log",

@@ -124,7 +124,7 @@ def predict_ct_only(
     return summary
 
 
-DICOM_NAMES = ("abm_seg.dcm", "abm_rtstruct.dcm")
+DICOM_NAMES = ("abm_seg.dcm", "abm_prob_seg.dcm", "abm_rtstruct.dcm")
 
 
 def predict_into_folder(
@@ -150,14 +150,20 @@ def predict_into_folder(
         prepared = prepare_for_bundle(patient, ct_dir, bundle)
         summary = predict_ct_only(patient, ct_dir, bundle, paths, progress, prepared)
         if dicom:
-            from abmseg.rt.export import export_label  # highdicom only when asked for
+            # highdicom only when asked for
+            from abmseg.rt.export import export_label, export_probabilities
 
             begin = time.perf_counter()
-            seg, rtstruct = (staging / name for name in DICOM_NAMES)
+            seg, prob_seg, rtstruct = (staging / name for name in DICOM_NAMES)
             label = read_nifti(paths.abm_ct, patient, made_by="predict")
             export_label(patient, label, prepared.series, bundle.regions, seg, rtstruct)
+            export_probabilities(
+                patient, paths.prob, prepared.series, bundle.regions, prob_seg, "predict"
+            )
             log.info(
-                "%s: DICOM SEG and RTSTRUCT written in %.1f s", patient, time.perf_counter() - begin
+                "%s: DICOM SEG, probability SEG and RTSTRUCT written in %.1f s",
+                patient,
+                time.perf_counter() - begin,
             )
         out.mkdir(exist_ok=True)
         for name in DICOM_NAMES if not dicom else ():

@@ -39,7 +39,8 @@ class QaSettings:
     min_length_fraction: float = 0.75
     volume_factor: float = 2.0
     metal_ml: float = 1.0
-    max_marrow_entropy: float = 0.45
+    # ln 2: on average every predicted marrow voxel as unsure as a coin toss between two classes
+    max_marrow_entropy: float = 0.69
     # A voxel is "uncertain" (abm_stats' uncertain_share) above this predictive entropy (nats).
     uncertain_entropy: float = 0.5
 

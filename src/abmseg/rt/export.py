@@ -3,7 +3,8 @@
 Both files reference the patient's original CT series (study, series, every SOP instance, frame
 of reference), so a planning system places them on that CT. They carry the CT's own patient and
 study attributes (a planning system matches on them) and nothing else identifying: they belong
-with the raw DICOM, not with the identity-free results.
+with the raw DICOM, not with the identity-free results. The class probabilities go out the same
+way, as a FRACTIONAL (probability) SEG of the same CT.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from abmseg.io.channels import read_channels
 from abmseg.io.dicom_series import DicomSeries, read_series
 from abmseg.io.volume import read_nifti
 from abmseg.regions import DEFAULT_REGIONS
 from abmseg.rt.rtstruct import write_rtstruct
-from abmseg.rt.seg import write_dicom_seg
+from abmseg.rt.seg import write_dicom_seg, write_fractional_seg
 from abmseg.settings import pick
 
 
@@ -44,13 +46,18 @@ def export_patient(
     out_seg: str | Path,
     out_rtstruct: str | Path,
     made_by: str = "infer",
+    probabilities: tuple[str | Path, str | Path] | None = None,
 ) -> dict[str, dict[str, int]]:
     """Write ``abm_ct`` (the ABM on the converted planning-CT grid) as SEG and RTSTRUCT of the CT
     series in ``ct_folder``; return the voxel count per region (0 where the model found none).
-    ``made_by``: the rule that wrote ``abm_ct`` (infer, or predict for CT-only patients)."""
+    ``made_by``: the rule that wrote ``abm_ct`` (infer, or predict for CT-only patients).
+    ``probabilities``: (abm_prob.nii.gz, the probability SEG to write from it), if wanted."""
     label = read_nifti(abm_ct, patient, made_by=made_by)
     series = read_series(ct_folder, "CT", patient)
-    return export_label(patient, label, series, regions, out_seg, out_rtstruct)
+    summary = export_label(patient, label, series, regions, out_seg, out_rtstruct)
+    if probabilities is not None:
+        export_probabilities(patient, probabilities[0], series, regions, probabilities[1], made_by)
+    return summary
 
 
 def export_label(
@@ -67,3 +74,17 @@ def export_label(
     write_rtstruct(label, series, regions, out_rtstruct, patient=patient)
     counts = np.bincount(sitk.GetArrayViewFromImage(label).ravel(), minlength=256)
     return {"voxels_per_region": {name: int(counts[value]) for name, value in regions.items()}}
+
+
+def export_probabilities(
+    patient: str,
+    prob_path: str | Path,
+    series: DicomSeries,
+    regions: Mapping[str, int],
+    out_path: str | Path,
+    made_by: str = "infer",
+) -> None:
+    """Write the class probabilities in ``prob_path`` (4D NIfTI, channel c = label value c, on the
+    planning-CT grid) as a probability SEG of ``series``. ``made_by``: the rule that wrote it."""
+    probabilities, grid = read_channels(prob_path, patient, made_by=made_by)
+    write_fractional_seg(probabilities, grid, series, regions, out_path, patient)

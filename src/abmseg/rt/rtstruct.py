@@ -2,7 +2,9 @@
 
 Writing: one ROI per region of the table (empty where the label lacks it), one CLOSED_PLANAR
 contour per outline (outer borders and holes) per axial slice, each referencing its CT slice.
-Patient and study attributes are copied from the CT, nothing else identifying is added.
+Patient and study attributes are copied from the CT, nothing else identifying is added. Label,
+series description and structure set description say research use only: a research model's
+contours, not validated for clinical use.
 
 Reading: ROI names are matched to regions case-insensitively, through configured aliases; the
 matched ROIs' contours are filled onto the CT grid with the even-odd rule (holes cancel). ROIs that
@@ -34,6 +36,10 @@ from abmseg.rt.contours import fill_polygons, mask_to_contours
 log = logging.getLogger(__name__)
 
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+# VR limits: StructureSetLabel SH (16 characters), SeriesDescription LO (64).
+STRUCTURE_SET_LABEL = "ABM RESEARCH"
+SERIES_DESCRIPTION = "abmseg active bone marrow RESEARCH USE ONLY"
+RESEARCH_USE = "research use only, not for clinical use"
 # The conventional (retired Detached Study Management) class of RTReferencedStudySequence items.
 STUDY_REFERENCE_CLASS = "1.2.840.10008.3.1.2.3.1"
 # Patient and General Study module attributes copied from the CT, when the CT has them.
@@ -127,8 +133,8 @@ def write_rtstruct(
     *,
     patient: str | None = None,
     colours: Mapping[str, Sequence[int]] | None = None,
-    structure_set_label: str = "ABM",
-    series_description: str = "abmseg active bone marrow",
+    structure_set_label: str = STRUCTURE_SET_LABEL,
+    series_description: str = SERIES_DESCRIPTION,
     software: str = "abmseg",
     version: str = __version__,
 ) -> None:
@@ -230,6 +236,7 @@ def _structure_set_header(
     ds.ManufacturerModelName = software
     ds.SoftwareVersions = version
     ds.StructureSetLabel = label
+    ds.StructureSetDescription = f"Automatic ABM contours by {software} {version}; {RESEARCH_USE}"
     ds.StructureSetDate, ds.StructureSetTime = date, time
     return ds
 

@@ -6,7 +6,12 @@ UID) it lies on. :func:`write_dicom_seg` builds one with highdicom from a label 
 background, one value per ABM region) that lies on exactly the CT series' grid;
 :func:`read_dicom_seg` turns such a file back into a label image on a CT grid, placing every
 frame by its own plane position (highdicom stores frames sorted along the slice normal, not in
-the order they were given).
+the order they were given). :func:`write_fractional_seg` and :func:`read_fractional_seg` do the
+same for per-voxel class probabilities: a FRACTIONAL SEG of type PROBABILITY (8 bits, maximum
+value 255), one segment per region, whose stored value is round(p * 255).
+
+Every series says RESEARCH USE ONLY in its description: these are a research model's output, not
+a validated clinical contour.
 
 Coded concepts of each segment (one per region of the table, present in the label or not: a
 region the model did not find is an empty segment, so every SEG describes the same regions):
@@ -23,7 +28,7 @@ region the model did not find is an empty segment, so every SEG describes the sa
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import highdicom as hd
@@ -55,6 +60,11 @@ DEFAULT_COLOUR = (255, 225, 25)
 GEOMETRY_TOLERANCE_MM = 1e-3
 # Frame positions are decimal strings (DS, 16 characters): allow their rounding.
 POSITION_TOLERANCE_MM = 1e-2
+# Series descriptions are LO (at most 64 characters); a planning system lists them with the series.
+SEG_SERIES_DESCRIPTION = "ABM segmentation (abmseg) RESEARCH USE ONLY"
+PROBABILITY_SERIES_DESCRIPTION = "ABM probability (abmseg) RESEARCH USE ONLY"
+PROBABILITY_SERIES_NUMBER = 902  # the binary SEG is 901
+MAX_FRACTIONAL_VALUE = 255
 
 
 def _check_regions(regions: Mapping[str, int]) -> dict[int, str]:
@@ -87,17 +97,36 @@ def _label_array(label: sitk.Image, ct_series: DicomSeries, out_path: Path, pati
             f"{label.GetNumberOfComponentsPerPixel()} components)",
             "export a 3-D label map (0 background, one value per region) on the CT grid",
         )
-    geometry = Geometry.of(label)
+    _check_on_ct_grid(
+        label,
+        ct_series,
+        out_path,
+        patient,
+        "the label image",
+        "export the mask that is on the planning-CT grid (abm_ct.nii.gz) and pass the CT "
+        "series it was computed from",
+    )
+    return sitk.GetArrayViewFromImage(label)
+
+
+def _check_on_ct_grid(
+    image: sitk.Image,
+    ct_series: DicomSeries,
+    out_path: Path,
+    patient: str | None,
+    what: str,
+    fix: str,
+) -> None:
+    """Refuse ``image`` unless it lies on the CT series' grid: the SEG's frames are its slices."""
+    geometry = Geometry.of(image)
     if not geometry.matches(ct_series.geometry, tol_mm=GEOMETRY_TOLERANCE_MM):
         raise PatientDataError(
             patient,
             out_path,
-            "the label image does not lie on the CT series' grid (label "
-            f"{geometry.as_dict()}, CT series {ct_series.geometry.as_dict()})",
-            "export the mask that is on the planning-CT grid (abm_ct.nii.gz) and pass the CT "
-            "series it was computed from",
+            f"{what} does not lie on the CT series' grid ({geometry.as_dict()}; CT series "
+            f"{ct_series.geometry.as_dict()})",
+            fix,
         )
-    return sitk.GetArrayViewFromImage(label)
 
 
 def write_dicom_seg(
@@ -109,7 +138,7 @@ def write_dicom_seg(
     *,
     series_number: int = 901,
     instance_number: int = 1,
-    series_description: str = "ABM segmentation (abmseg)",
+    series_description: str = SEG_SERIES_DESCRIPTION,
 ) -> None:
     """Write ``label`` (0 background, region values from ``regions``) as a binary DICOM SEG.
 
@@ -148,7 +177,24 @@ def write_dicom_seg(
     # source_images[k]).
     segment_map = lookup[np.asarray(array, dtype=np.int64)]
 
-    descriptions = [
+    seg = _segmentation(
+        ct_series,
+        segment_map,
+        _segment_descriptions(by_value),
+        series_number=series_number,
+        instance_number=instance_number,
+        content_label="ABM",
+        content_description="Pelvic active bone marrow regions; research use only",
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+    )
+    seg.SeriesDescription = series_description
+    write_atomic(out_path, lambda tmp: seg.save_as(tmp))
+
+
+def _segment_descriptions(by_value: Mapping[int, str]) -> list[hd.seg.SegmentDescription]:
+    """One description per region, numbered 1..k in order of label value (binary and fractional
+    SEGs describe the same regions the same way)."""
+    return [
         hd.seg.SegmentDescription(
             segment_number=number,
             segment_label=by_value[value],
@@ -164,27 +210,136 @@ def write_dicom_seg(
             anatomic_regions=[ANATOMIC_REGIONS.get(by_value[value], DEFAULT_ANATOMIC_REGION)],
             display_color=hd.color.CIELabColor.from_rgb(*REGION_COLOURS.get(value, DEFAULT_COLOUR)),
         )
-        for number, value in enumerate(present, start=1)
+        for number, value in enumerate(sorted(by_value), start=1)
     ]
-    seg = hd.seg.Segmentation(
+
+
+def _segmentation(
+    ct_series: DicomSeries,
+    pixel_array: np.ndarray,
+    descriptions: list[hd.seg.SegmentDescription],
+    **specific,
+) -> hd.seg.Segmentation:
+    """A new SEG of the CT series (new UIDs; the CT's patient, study and frame of reference);
+    ``specific`` holds what differs between the binary and the fractional SEG."""
+    return hd.seg.Segmentation(
         source_images=list(ct_series.datasets),
-        pixel_array=segment_map,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        pixel_array=pixel_array,
         segment_descriptions=descriptions,
         series_instance_uid=generate_uid(),
-        series_number=series_number,
         sop_instance_uid=generate_uid(),
-        instance_number=instance_number,
         manufacturer="abmseg",
         manufacturer_model_name="abmseg pelvic ABM segmentation",
         software_versions=__version__,
         device_serial_number="none",
-        content_label="ABM",
-        content_description="Pelvic active bone marrow regions",
         omit_empty_frames=True,
+        **specific,
     )
-    seg.SeriesDescription = series_description
+
+
+def write_fractional_seg(
+    probabilities: np.ndarray,
+    grid: sitk.Image,
+    ct_series: DicomSeries,
+    regions: Mapping[str, int],
+    out_path: str | Path,
+    patient: str | None = None,
+) -> None:
+    """Write class probabilities (C, z, y, x) on ``grid`` as a FRACTIONAL (PROBABILITY) DICOM SEG.
+
+    Channel c is the class of label value c (0 background, not written); one segment per region of
+    ``regions``, described as in :func:`write_dicom_seg`, stores round(p * 255) of its channel.
+    ``grid`` must be the CT series' grid; frames that store only zeros are omitted (a planning
+    system shows those slices as probability 0). The file appears only when complete.
+    """
+    out_path = Path(out_path)
+    by_value = _check_regions(regions)
+    if not ct_series.datasets:
+        raise ValueError("the CT series holds no slices")
+    _check_on_ct_grid(
+        grid,
+        ct_series,
+        out_path,
+        patient,
+        "the probabilities' grid",
+        "export the probabilities that are on the planning-CT grid (abm_prob.nii.gz) and pass "
+        "the CT series they were computed from",
+    )
+    stacked = _quantised_segments(probabilities, grid, by_value, out_path, patient)
+    seg = _segmentation(
+        ct_series,
+        stacked,
+        _segment_descriptions(by_value),
+        series_number=PROBABILITY_SERIES_NUMBER,
+        instance_number=1,
+        content_label="ABM_PROBABILITY",
+        content_description="Pelvic active bone marrow probability; research use only",
+        segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
+        fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
+        max_fractional_value=MAX_FRACTIONAL_VALUE,
+    )
+    seg.SeriesDescription = PROBABILITY_SERIES_DESCRIPTION
     write_atomic(out_path, lambda tmp: seg.save_as(tmp))
+
+
+def _quantised_segments(
+    probabilities: np.ndarray,
+    grid: sitk.Image,
+    by_value: Mapping[int, str],
+    out_path: Path,
+    patient: str | None,
+) -> np.ndarray:
+    """The regions' channels as (z, y, x, segment) float32 on the 1/255 steps the file stores.
+
+    Quantising here (in float64: round(p * 255) exactly) lets highdicom drop every frame that
+    would store only zeros, not only those that are exactly 0 before rounding.
+    """
+    probabilities = np.asarray(probabilities)
+    expected = tuple(reversed(grid.GetSize()))
+    if probabilities.ndim != 4 or probabilities.shape[1:] != expected:
+        raise PatientDataError(
+            patient,
+            out_path,
+            f"the probabilities of shape {probabilities.shape} are not (channel, z, y, x) maps on "
+            f"the grid of (z, y, x) {expected}",
+            "export the 4D probabilities (abm_prob.nii.gz) written with this CT grid",
+        )
+    _check_channels(probabilities, by_value, out_path, patient)
+    _check_probability_range(probabilities)
+    stacked = np.empty((*expected, len(by_value)), dtype=np.float32)
+    for index, value in enumerate(sorted(by_value)):
+        steps = np.rint(probabilities[value].astype(np.float64) * MAX_FRACTIONAL_VALUE)
+        stacked[..., index] = steps / MAX_FRACTIONAL_VALUE
+    return stacked
+
+
+def _check_channels(
+    probabilities: np.ndarray, by_value: Mapping[int, str], out_path: Path, patient: str | None
+) -> None:
+    """Every region needs its channel; a channel of no region must hold no probability."""
+    count = probabilities.shape[0]
+    unnamed = [c for c in range(1, count) if c not in by_value and probabilities[c].any()]
+    if max(by_value) >= count or unnamed:
+        table = ", ".join(f"{n}={v}" for v, n in sorted(by_value.items()))
+        raise PatientDataError(
+            patient,
+            out_path,
+            f"the probabilities have {count} channels (classes 0..{count - 1}) but the regions "
+            f"table is {table}" + (f"; classes {unnamed} are in no region" if unnamed else ""),
+            "export the probabilities the model wrote for this regions table, or correct the "
+            "regions table",
+        )
+
+
+def _check_probability_range(probabilities: np.ndarray) -> None:
+    """Probabilities must be numbers in [0, 1] (np.min/np.max return NaN if any value is NaN: no
+    mask of the whole volume unless something is wrong)."""
+    low, high = float(np.min(probabilities)), float(np.max(probabilities))
+    if low >= 0.0 and high <= 1.0:
+        return
+    nan = int(np.count_nonzero(np.isnan(probabilities)))
+    found = f"{nan} NaN values" if nan else f"values from {low:g} to {high:g}"
+    raise ValueError(f"probabilities must lie in [0, 1]; found {found}")
 
 
 def _refuse(path: Path, problem: str, patient: str | None) -> PatientDataError:
@@ -242,10 +397,70 @@ def read_dicom_seg(
     CT's, or whose segments overlap, is refused.
     """
     path = Path(path)
-    seg = _read_binary_seg(path, patient)
+    seg = _read_seg(path, "BINARY", patient)
     geometry = Geometry.of(ct)
     _check_frame_geometry(seg, geometry, path, patient)
     values = _segment_values(seg, regions, path, patient)
+    size_x, size_y, size_z = geometry.size
+    labels = np.zeros((size_z, size_y, size_x), dtype=np.uint8)
+    for k, value, frame in _placed_frames(seg, geometry, values, path, patient):
+        mask = frame != 0
+        clash = mask & (labels[k] != 0) & (labels[k] != value)
+        if clash.any():
+            raise _refuse(
+                path, f"segments overlap on slice {k}: not representable as one label", patient
+            )
+        labels[k][mask] = value
+    image = sitk.GetImageFromArray(labels)
+    image.CopyInformation(ct)
+    return image
+
+
+def read_fractional_seg(
+    path: str | Path,
+    grid: sitk.Image,
+    *,
+    regions: Mapping[str, int] | None = None,
+    patient: str | None = None,
+) -> tuple[np.ndarray, dict[str, int]]:
+    """A FRACTIONAL (PROBABILITY) SEG as (C, z, y, x) float32 class probabilities on ``grid``.
+
+    Channel v holds the segment of label value v (mapped as in :func:`read_dicom_seg`), each frame
+    placed by its own plane position and scaled by MaximumFractionalValue; voxels no frame covers
+    are 0, and channel 0 (background) is 1 minus the others, clipped at 0. Also returns
+    {segment label: label value}. Frames off ``grid`` are refused, as by :func:`read_dicom_seg`.
+    """
+    path = Path(path)
+    seg = _read_seg(path, "FRACTIONAL", patient)
+    if str(seg.get("SegmentationFractionalType", "")) != "PROBABILITY":
+        raise _refuse(
+            path,
+            f"SegmentationFractionalType {seg.get('SegmentationFractionalType')} "
+            "(only PROBABILITY is read)",
+            patient,
+        )
+    geometry = Geometry.of(grid)
+    _check_frame_geometry(seg, geometry, path, patient)
+    values = _segment_values(seg, regions, path, patient)
+    scale = float(seg.MaximumFractionalValue)
+    size_x, size_y, size_z = geometry.size
+    probabilities = np.zeros((max(values.values()) + 1, size_z, size_y, size_x), np.float32)
+    for k, value, frame in _placed_frames(seg, geometry, values, path, patient):
+        probabilities[value, k] = frame / scale
+    probabilities[0] = np.clip(1.0 - probabilities[1:].sum(axis=0), 0.0, None)
+    names = {str(s.SegmentLabel): values[int(s.SegmentNumber)] for s in seg.SegmentSequence}
+    return probabilities, names
+
+
+def _placed_frames(
+    seg: hd.seg.Segmentation,
+    geometry: Geometry,
+    values: Mapping[int, int],
+    path: Path,
+    patient: str | None,
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(CT slice index, label value, stored pixels) of every frame, placed by its own plane
+    position: highdicom stores frames sorted along the slice normal, not in the order given."""
     pixels = seg.pixel_array
     if pixels.ndim == 2:
         pixels = pixels[np.newaxis]
@@ -254,27 +469,15 @@ def read_dicom_seg(
         raise _refuse(
             path, f"{len(frames)} frame descriptions for {pixels.shape[0]} frames", patient
         )
-    size_x, size_y, size_z = geometry.size
-    labels = np.zeros((size_z, size_y, size_x), dtype=np.uint8)
     for frame, item in zip(pixels, frames, strict=True):
         number = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
         if number not in values:
             raise _refuse(path, f"a frame refers to the undescribed segment {number}", patient)
-        k = _frame_slice(item, geometry, path, patient)
-        mask = frame != 0
-        clash = mask & (labels[k] != 0) & (labels[k] != values[number])
-        if clash.any():
-            raise _refuse(
-                path, f"segments overlap on slice {k}: not representable as one label", patient
-            )
-        labels[k][mask] = values[number]
-    image = sitk.GetImageFromArray(labels)
-    image.CopyInformation(ct)
-    return image
+        yield _frame_slice(item, geometry, path, patient), values[number], frame
 
 
-def _read_binary_seg(path: Path, patient: str | None) -> hd.seg.Segmentation:
-    """The file as a highdicom Segmentation, refused unless it is a BINARY DICOM SEG."""
+def _read_seg(path: Path, segmentation_type: str, patient: str | None) -> hd.seg.Segmentation:
+    """The file as a highdicom Segmentation, refused unless it is a DICOM SEG of that type."""
     try:
         seg = hd.seg.segread(path)
     except Exception as exc:  # pydicom/highdicom raise many types for a bad file
@@ -283,9 +486,11 @@ def _read_binary_seg(path: Path, patient: str | None) -> hd.seg.Segmentation:
         ) from None
     if seg.SOPClassUID != SegmentationStorage:
         raise _refuse(path, f"SOP class {seg.SOPClassUID} is not Segmentation Storage", patient)
-    if str(seg.SegmentationType) != "BINARY":
+    if str(seg.SegmentationType) != segmentation_type:
         raise _refuse(
-            path, f"SegmentationType {seg.SegmentationType} (only BINARY is read)", patient
+            path,
+            f"SegmentationType {seg.SegmentationType} (only {segmentation_type} is read here)",
+            patient,
         )
     return seg
 
