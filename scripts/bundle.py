@@ -26,9 +26,6 @@ with rule_step(
         sampler=settings.sampler,
         regions=settings.regions,
         provenance=read_training_record(model),
-        qa={
-            "settings": settings.qa,
-            "training_profile": read_json(snakemake.input.profile, made_by="training_profile"),
-        },
+        qa=settings.qa_record(read_json(snakemake.input.profile, made_by="training_profile")),
     )
     log.info("bundle %s: networks %s", folder, sorted(manifest["networks"]))

@@ -47,6 +47,22 @@ def run(pipeline, tmp_path_factory):
     return {"work": work, "config": str(config), "patient": patient, "raw": pipeline["root"]}
 
 
+def assert_close(mine, theirs, path: str = "") -> None:
+    """Equal JSON, floats to 1e-5 (the CLI and the rule may use different thread counts)."""
+    if isinstance(theirs, dict):
+        assert mine.keys() == theirs.keys(), path
+        for key in theirs:
+            assert_close(mine[key], theirs[key], f"{path}.{key}")
+    elif isinstance(theirs, list):
+        assert len(mine) == len(theirs), path
+        for index, (a, b) in enumerate(zip(mine, theirs, strict=True)):
+            assert_close(a, b, f"{path}[{index}]")
+    elif isinstance(theirs, float):
+        assert mine == pytest.approx(theirs, abs=1e-5), path
+    else:
+        assert mine == theirs, path
+
+
 def array(path: Path) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
 
@@ -60,11 +76,18 @@ def test_abmseg_infer_gives_the_rule_s_prediction(run, tmp_path):
         "--ct", str(work / f"results/normalized/{patient}/ct.nii.gz"),
         "--converted-ct", str(work / f"results/converted/{patient}/ct.nii.gz"),
         "--roi", str(work / f"results/cropped/{patient}/roi.json"),
+        "--profile", str(work / "results/qa/training_profile.json"),
         "--out", str(tmp_path), "--threads", "2",
     ]  # fmt: skip
     assert main(args) == 0
     for name in ("abm.nii.gz", "abm_ct.nii.gz"):
         np.testing.assert_array_equal(array(tmp_path / name), array(rule_out / name))
+    for name in ("abm_prob.nii.gz", "abm_uncertainty.nii.gz"):
+        np.testing.assert_allclose(array(tmp_path / name), array(rule_out / name), atol=1e-5)
+    for name in ("abm_stats.json", "qa.json"):
+        assert_close(
+            json.loads((tmp_path / name).read_text()), json.loads((rule_out / name).read_text())
+        )
     np.testing.assert_allclose(
         array(tmp_path / "spet.nii.gz"), array(rule_out / "spet.nii.gz"), atol=1e-4
     )
@@ -102,11 +125,12 @@ def test_abmseg_bundle_records_the_rule_s_settings_and_weights(run, tmp_path):
     model = work / f"results/models/{VARIANT}/stage2/model.pt"
     out = tmp_path / "bundle"
     assert (
-        main(["bundle", "--config", run["config"], "--model", str(model), "--out", str(out)]) == 0
-    )
+        main(["bundle", "--config", run["config"], "--model", str(model), "--out", str(out),
+              "--profile", str(work / "results/qa/training_profile.json")]) == 0
+    )  # fmt: skip
     mine = json.loads((out / "bundle.json").read_text())
     rules = json.loads((work / f"results/bundles/{VARIANT}/bundle.json").read_text())
-    for key in ("preprocessing", "sampler", "regions", "presets", "networks"):
+    for key in ("preprocessing", "sampler", "regions", "presets", "networks", "qa"):
         assert mine[key] == rules[key], key
 
 
@@ -116,8 +140,12 @@ def test_abmseg_export_dicom_writes_the_rule_s_segments(run, tmp_path):
         "export-dicom", "--config", run["config"], "--patient", patient,
         "--abm-ct", str(work / f"results/inference/{VARIANT}/{patient}/abm_ct.nii.gz"),
         "--ct", str(run["raw"] / "raw" / patient / "CT"), "--out", str(tmp_path),
+        "--prob", str(work / f"results/inference/{VARIANT}/{patient}/abm_prob.nii.gz"),
     ]  # fmt: skip
     assert main(args) == 0
+    rule_prob = work / "results" / "dicom" / VARIANT / patient / "abm_prob_seg.dcm"
+    mine, theirs = pydicom.dcmread(tmp_path / "abm_prob_seg.dcm"), pydicom.dcmread(rule_prob)
+    np.testing.assert_array_equal(mine.pixel_array, theirs.pixel_array)
     rule_seg = work / "results" / "dicom" / VARIANT / patient / "abm_seg.dcm"
     mine, theirs = pydicom.dcmread(tmp_path / "abm_seg.dcm"), pydicom.dcmread(rule_seg)
     np.testing.assert_array_equal(mine.pixel_array, theirs.pixel_array)

@@ -17,12 +17,13 @@ import SimpleITK as sitk
 from conftest import pipeline_snakemake
 
 from abmseg import __version__
+from abmseg.io.channels import read_channels
 from abmseg.io.dicom_series import list_dicom_files
 from abmseg.privacy.identifiers import identifiers_in
 from abmseg.privacy.scan import scan
 from abmseg.rt import load_rtstruct
 from abmseg.rt.export import export_patient
-from abmseg.rt.seg import read_dicom_seg
+from abmseg.rt.seg import read_dicom_seg, read_fractional_seg
 
 REGIONS = {"lumbosacral_spine": 1, "ilium": 2, "lower_pelvis": 3}
 
@@ -134,7 +135,11 @@ def test_pipeline_exports_every_test_patient_on_its_ct(pipeline):
         for back in read_back(seg_path, rs_path, ct, patient):
             assert_same_label(back, abm_ct)
         assert_references_ct(seg_path, rs_path, raw / patient / "CT")
-        for record in ("abm_seg.dcm", "abm_rtstruct.dcm"):
+        prob = work / "results" / "inference" / "full" / patient / "abm_prob.nii.gz"
+        probabilities, grid = read_channels(prob)
+        back, _ = read_fractional_seg(folder / "abm_prob_seg.dcm", grid, patient=patient)
+        np.testing.assert_allclose(back[1:], probabilities[1:], atol=0.5 / 255 + 1e-6)
+        for record in ("abm_seg.dcm", "abm_prob_seg.dcm", "abm_rtstruct.dcm"):
             path = work / "results" / "provenance" / "dicom" / "full" / patient / f"{record}.json"
             assert path.is_file(), path
 
@@ -171,7 +176,7 @@ def test_exports_carry_only_their_own_ct_identity(pipeline):
         exports = work / "results" / "dicom" / "full" / patient
         own = identifiers_in([raw / patient])
         findings, files = scan([exports], own)
-        assert files == 2
+        assert files == 3
         assert {f.identifier.kind for f in findings} >= {"patient name", "PatientID"}
         others = set().union(*(identifiers_in([raw / p]) for p in everyone if p != patient))
         findings, _ = scan([exports], others - own)

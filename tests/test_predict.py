@@ -18,13 +18,14 @@ from conftest import REPO, planned_jobs
 
 from abmseg.infer.ct_only import prepare_ct
 from abmseg.infer.model_bundle import write_model_bundle
+from abmseg.io.channels import read_channels
 from abmseg.io.dicom_series import read_series
 from abmseg.io.volume import Geometry
 from abmseg.models.trained_model import trained_model_content, write_trained_model
 from abmseg.preprocess.normalise import NormaliseSettings, normalise_patient
 from abmseg.preprocess.roi import CropSettings, crop_patient
 from abmseg.rt import load_rtstruct
-from abmseg.rt.seg import read_dicom_seg
+from abmseg.rt.seg import read_dicom_seg, read_fractional_seg
 from abmseg.synth import generate_cohort
 from abmseg.train.networks import Networks, variant_presets
 from abmseg.train.settings import TrainSettings
@@ -33,7 +34,10 @@ from abmseg.workflow_run import run_snakemake
 
 NEW_PATIENTS = ("CTONLY1", "CTONLY2")
 REGIONS = {"lumbosacral_spine": 1, "ilium": 2, "lower_pelvis": 3}
-OUTPUTS = ("spet.nii.gz", "abm.nii.gz", "abm_ct.nii.gz", "prediction.json")
+OUTPUTS = (
+    "spet.nii.gz", "abm.nii.gz", "abm_ct.nii.gz", "abm_prob.nii.gz", "abm_uncertainty.nii.gz",
+    "abm_stats.tsv", "abm_stats.json", "qa.json", "qa.png", "prediction.json",
+)  # fmt: skip
 PREPROCESSING = {
     "crop": {"margin_mm": [10.0, 10.0, 0.0], "clear_outside_body": True},
     "normalise": {"ct_level_hu": 100.0, "ct_width_hu": 1200.0, "suv_ceiling": 10.0},
@@ -142,6 +146,10 @@ def test_the_run_writes_a_self_describing_bundle(pipeline, bundle):
     assert manifest["regions"] == REGIONS
     assert manifest["provenance"]["rule"] == "train_stage2"
     assert manifest["image_size"] == 32
+    # the QA flags travel with the bundle: their settings and the training patients' ranges
+    profile = json.loads((pipeline["work"] / "results/qa/training_profile.json").read_text())
+    assert manifest["qa"]["training_profile"] == profile and profile["patients"] == 4
+    assert manifest["qa"]["settings"]["max_marrow_entropy"] == 0.69
     records = pipeline["work"] / "results" / "provenance" / "bundles" / "full"
     assert (records / "bundle.json.json").is_file()
     assert {p.name for p in (records / "weights").iterdir()} == {
@@ -152,7 +160,7 @@ def test_the_run_writes_a_self_describing_bundle(pipeline, bundle):
 @pytest.mark.slow
 def test_ct_only_patients_plan_no_training_registration_or_metrics(ct_only_run):
     planned = ct_only_run["planned"]
-    assert {rule for rule, _ in planned} == {"predict", "export_dicom", "all"}
+    assert {rule for rule, _ in planned} == {"predict", "export_dicom", "qa_table", "all"}
     assert {wc["patient"] for rule, wc in planned if rule == "predict"} == set(NEW_PATIENTS)
     work = ct_only_run["work"]
     for folder in ("converted", "registered", "metrics", "models", "inference", "split.tsv"):
@@ -200,6 +208,11 @@ def test_cli_and_dag_give_identical_masks(ct_only_run, new_cohort, bundle, tmp_p
     )
     back = read_dicom_seg(out / "abm_seg.dcm", sitk.ReadImage(str(dag / "abm_ct.nii.gz")))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(back), array(dag / "abm_ct.nii.gz"))
+    for name in ("abm_stats.tsv", "qa.json"):
+        assert (out / name).read_text() == (dag / name).read_text(), name
+    probabilities, grid = read_channels(dag / "abm_prob.nii.gz")
+    back, _ = read_fractional_seg(out / "abm_prob_seg.dcm", grid)
+    np.testing.assert_allclose(back[1:], probabilities[1:], atol=0.5 / 255 + 1e-6)
 
 
 def untrained_bundle(folder: Path, sampler: dict | None = None) -> Path:
@@ -212,7 +225,8 @@ def untrained_bundle(folder: Path, sampler: dict | None = None) -> Path:
     model = trained_model_content("full", 2, settings, presets, state, ["X"], 0, 0, [])
     write_trained_model(folder / "model.pt", model)
     sampler = sampler or {
-        "sampler": "ddim", "steps": 2, "start_step": None, "batch_size": 8, "seed": 42
+        "sampler": "ddim", "steps": 2, "start_step": None, "batch_size": 8, "seed": 42,
+        "samples": 2, "tta": True,
     }  # fmt: skip
     write_model_bundle(
         folder / "full",
@@ -240,9 +254,13 @@ def test_dag_and_cli_masks_are_identical_where_they_are_not_empty(pipeline, new_
     dag = work / "results" / "predict" / patient
     labels = array(dag / "abm_ct.nii.gz")
     assert np.count_nonzero(labels) > 1000 and len(np.unique(labels)) > 1
-    for name in ("abm.nii.gz", "abm_ct.nii.gz", "spet.nii.gz"):
+    names = ("abm.nii.gz", "abm_ct.nii.gz", "spet.nii.gz", "abm_prob.nii.gz")
+    for name in (*names, "abm_uncertainty.nii.gz"):
         np.testing.assert_array_equal(array(tmp_path / patient / name), array(dag / name))
+    # two seeds, each mirrored: four passes whose disagreement the second map shows
+    assert read_channels(dag / "abm_uncertainty.nii.gz")[0][1].max() > 0
     assert not (tmp_path / patient / "abm_seg.dcm").exists()
+    assert not (tmp_path / patient / "abm_prob_seg.dcm").exists()
 
 
 @pytest.mark.slow

@@ -160,8 +160,10 @@ def _aggregate(args: argparse.Namespace) -> None:
 
 def _bundle(args: argparse.Namespace) -> None:
     from abmseg.infer.model_bundle import BundleSettings, read_training_record, write_model_bundle
+    from abmseg.io.jsonfile import read_json
 
     settings = BundleSettings.from_config(load_stage_config(args))
+    profile = read_json(args.profile) if args.profile else None
     try:  # a model.pt of a pipeline run carries its training job's record
         provenance = read_training_record(args.model)
     except (ValueError, UserError):
@@ -173,6 +175,7 @@ def _bundle(args: argparse.Namespace) -> None:
         sampler=settings.sampler,
         regions=settings.regions,
         provenance=provenance,
+        qa=settings.qa_record(profile),
     )
     print(
         f"wrote bundle {args.out}: {manifest['variant']}, networks {sorted(manifest['networks'])}"
@@ -333,6 +336,10 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
 
     bundle = _stage(sub, "bundle", "a trained model.pt as a model bundle folder", _bundle)
     bundle.add_argument("--model", required=True, help="the training's model.pt")
+    bundle.add_argument(
+        "--profile",
+        help="the run's results/qa/training_profile.json, for the QA flags of its predictions",
+    )
     bundle.add_argument("--out", required=True, help="bundle folder to write")
 
     predict = sub.add_parser(

@@ -316,6 +316,11 @@ class BundleSettings:
         qa = QaSettings.from_config(config).to_dict()
         return cls(preprocessing, inference.sampler_record(), dict(regions), qa)
 
+    def qa_record(self, training_profile: dict[str, Any] | None) -> dict[str, Any]:
+        """bundle.json's ``qa``: the flags' settings and the training profile they compare
+        with (None: the flags cannot judge the input CT and say so)."""
+        return {"settings": self.qa, "training_profile": training_profile}
+
 
 def _load_network(
     name: str, data: bytes, presets: dict, path: Path, patient: str | None
