@@ -18,6 +18,7 @@ FORBIDDEN = {
     "models": ("train", "infer", "preprocess", "evaluate", "cohort"),
     "train": ("infer", "evaluate"),
     "infer": ("train",),
+    "qa": ("train", "infer", "models", "cohort", "synth", "study"),
 }
 
 

@@ -350,7 +350,10 @@ def test_on_a_cpu_predict_takes_the_cpu_sampler_and_says_so(new_cohort, tmp_path
     patient = NEW_PATIENTS[1]
     ct = new_cohort["cts"][patient]
     own = untrained_bundle(tmp_path / "own")
-    fast_sampler = {"sampler": "ddim", "steps": 1, "start_step": 250, "batch_size": 8, "seed": 42}
+    fast_sampler = {
+        "sampler": "ddim", "steps": 1, "start_step": 250, "batch_size": 8, "seed": 42,
+        "samples": 2, "tta": True,
+    }  # fmt: skip
     fast = untrained_bundle(tmp_path / "fast", sampler=fast_sampler)
     runs = {
         "auto": cli_predict(own, ct, tmp_path / "auto", "--no-dicom", "--device", "cpu"),
