@@ -3,30 +3,19 @@ probabilities, uncertainty maps, statistics and QA flags."""
 
 from abmseg.infer.networks import load_networks
 from abmseg.infer.patient import PredictionPaths, Predictor, infer_patient, read_roi_box
-from abmseg.infer.predict import InferenceSettings
 from abmseg.io.jsonfile import read_json
-from abmseg.preprocess.convert import ConvertSettings
-from abmseg.preprocess.normalise import NormaliseSettings
-from abmseg.qa.checks import QaSettings
 from abmseg.qa.profile import TrainingProfile
 from abmseg.step import rule_step
 
 patient = snakemake.wildcards.patient
-config = snakemake.params.config
 with rule_step(snakemake) as log:
     read_roi_box(snakemake.input.roi, patient)  # the patient's own small inputs before the model
     profile = read_json(snakemake.input.profile, made_by="training_profile")
     networks, device = load_networks(
         snakemake.input.model, threads=snakemake.threads, patient=patient
     )
-    predictor = Predictor(
-        networks,
-        device,
-        InferenceSettings.from_config(config),
-        NormaliseSettings.from_config(config).suv_ceiling,
-        regions=dict(ConvertSettings.from_config(config).regions),
-        qa=QaSettings.from_config(config),
-        profile=TrainingProfile.from_dict(profile),
+    predictor = Predictor.from_config(
+        networks, device, snakemake.params.config, TrainingProfile.from_dict(profile)
     )
     summary = infer_patient(
         patient,

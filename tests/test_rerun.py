@@ -25,7 +25,9 @@ from abmseg.workflow_run import run_snakemake
 PER_PATIENT_CHAIN = {"convert", "register", "crop", "normalise"}
 TRAINING = {"train_stage1", "train_stage2"}
 # What an inference setting reruns: the bundle carries the sampler settings.
-INFERENCE_ONWARD = {"infer", "metrics", "figure", "export_dicom", "bundle", "aggregate", "all"}
+INFERENCE_ONWARD = {
+    "infer", "metrics", "figure", "export_dicom", "bundle", "aggregate", "qa_table", "all",
+}  # fmt: skip
 
 
 def dry_run_output(pipeline: dict, *configfiles: Path, sheet: Path | None = None) -> str:
@@ -135,7 +137,7 @@ def test_a_new_test_patient_plans_its_own_jobs_and_the_aggregates_only(pipeline)
     assert {wc["patient"] for _, wc in per_patient} == {patient}
     assert PER_PATIENT_CHAIN | {"infer", "metrics"} <= rules_of(per_patient)
     cohort_wide = rules_of(jobs) - rules_of(per_patient)
-    assert cohort_wide == {"split", "aggregate", "all"}
+    assert cohort_wide == {"split", "aggregate", "qa_table", "all"}
 
 
 @pytest.mark.slow

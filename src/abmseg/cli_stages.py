@@ -110,25 +110,13 @@ def _split(args: argparse.Namespace) -> None:
 def _infer(args: argparse.Namespace) -> None:
     from abmseg.infer.networks import load_networks
     from abmseg.infer.patient import PredictionPaths, Predictor, infer_patient
-    from abmseg.infer.predict import InferenceSettings
     from abmseg.io.jsonfile import read_json
-    from abmseg.preprocess.convert import ConvertSettings
-    from abmseg.preprocess.normalise import NormaliseSettings
-    from abmseg.qa.checks import QaSettings
     from abmseg.qa.profile import TrainingProfile
 
     config = load_stage_config(args)
     profile = TrainingProfile.from_dict(read_json(args.profile)) if args.profile else None
     networks, device = load_networks(args.model, threads=args.threads, patient=args.patient)
-    predictor = Predictor(
-        networks,
-        device,
-        InferenceSettings.from_config(config),
-        NormaliseSettings.from_config(config).suv_ceiling,
-        regions=dict(ConvertSettings.from_config(config).regions),
-        qa=QaSettings.from_config(config),
-        profile=profile,
-    )
+    predictor = Predictor.from_config(networks, device, config, profile)
     paths = PredictionPaths.in_folder(args.out, summary=False)  # no prediction.json: a test patient
     summary = infer_patient(args.patient, args.ct, args.converted_ct, args.roi, predictor, paths)
     print(

@@ -263,15 +263,8 @@ class ModelBundle:
         return None if profile is None else TrainingProfile.from_dict(profile)
 
     def predictor(self) -> Predictor:
-        config = self.config()
-        return Predictor(
-            self.networks,
-            self.device,
-            self.inference_settings(),
-            NormaliseSettings.from_config(config).suv_ceiling,
-            regions=dict(self.regions),
-            qa=QaSettings.from_config(config),
-            profile=self.training_profile,
+        return Predictor.from_config(
+            self.networks, self.device, self.config(), self.training_profile
         )
 
 

@@ -28,6 +28,8 @@ from abmseg.infer.predict import (
 from abmseg.io.channels import write_channels
 from abmseg.io.jsonfile import read_json
 from abmseg.io.volume import image_like, read_nifti, write_nifti
+from abmseg.preprocess.convert import ConvertSettings
+from abmseg.preprocess.normalise import NormaliseSettings
 from abmseg.qa.checks import QaSettings
 from abmseg.qa.patient import AssessmentPaths, PredictionMaps, assess_prediction
 from abmseg.qa.profile import TrainingProfile
@@ -65,6 +67,26 @@ class Predictor:
     regions: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_REGIONS))
     qa: QaSettings = QaSettings()
     profile: TrainingProfile | None = None  # the training data's ranges (QA flags)
+
+    @classmethod
+    def from_config(
+        cls,
+        networks: InferenceNetworks,
+        device: torch.device,
+        config: Mapping[str, Any],
+        profile: TrainingProfile | None,
+    ) -> Predictor:
+        """The settings rule infer, ``abmseg infer`` and a model bundle predict with, read from a
+        (stage) config: the sampler and ensemble, the SUV ceiling, the regions and the QA."""
+        return cls(
+            networks,
+            device,
+            InferenceSettings.from_config(config),
+            NormaliseSettings.from_config(config).suv_ceiling,
+            regions=dict(ConvertSettings.from_config(config).regions),
+            qa=QaSettings.from_config(config),
+            profile=profile,
+        )
 
 
 OUTPUT_NAMES = {
