@@ -9,6 +9,7 @@ from abmseg.infer.model_bundle import (
     write_model_bundle,
 )
 from abmseg.io.jsonfile import read_json
+from abmseg.qa.profile import TrainingProfile
 from abmseg.step import rule_step
 
 model = snakemake.input.model
@@ -19,6 +20,7 @@ with rule_step(
     extra_inputs=str(training_record_path(model)),
 ) as log:
     settings = BundleSettings.from_config(snakemake.params.config)
+    profile = read_json(snakemake.input.profile, made_by="training_profile")
     manifest = write_model_bundle(
         folder,
         model,
@@ -26,6 +28,6 @@ with rule_step(
         sampler=settings.sampler,
         regions=settings.regions,
         provenance=read_training_record(model),
-        qa=settings.qa_record(read_json(snakemake.input.profile, made_by="training_profile")),
+        qa=settings.qa_record(TrainingProfile.from_dict(profile).to_dict()),
     )
     log.info("bundle %s: networks %s", folder, sorted(manifest["networks"]))

@@ -142,6 +142,9 @@ def test_ct_only_networks_need_no_pet(networks):
     ct = np.zeros((2, 20, 20), np.float32)
     spet, labels = predict_volume(ct, ct_only, SETTINGS, torch.device("cpu"))
     assert np.all(spet == -1) and labels.shape == ct.shape
+    # no sampler, nothing stochastic: extra seeds would repeat the same pass
+    _, summary = predict_ensemble(ct, ct_only, SETTINGS, torch.device("cpu"), samples=3)
+    assert summary.passes == 1
 
 
 def test_paste_into_ct_grid_places_the_box():

@@ -4,6 +4,8 @@ done by hand."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -11,7 +13,14 @@ import SimpleITK as sitk
 from abmseg.qa.checks import QaSettings, assess
 from abmseg.qa.cohort import cohort_tables
 from abmseg.qa.measure import CtMeasurements, histogram_peak, measure_ct
-from abmseg.qa.profile import TrainingProfile, region_volumes_ml, summarise, value_range
+from abmseg.qa.patient import in_lps, marrow_on_scan_edge
+from abmseg.qa.profile import (
+    TrainingProfile,
+    at_scan_edge,
+    region_volumes_ml,
+    summarise,
+    value_range,
+)
 from abmseg.qa.stats import marrow_mean_entropy, region_statistics, stats_tsv
 
 REGIONS = {"lumbosacral_spine": 1, "ilium": 2, "lower_pelvis": 3}
@@ -224,3 +233,70 @@ def test_cohort_tables_put_the_verdict_beside_each_row(tmp_path):
         "full", "ilium", "warn",
     ]  # fmt: skip
     assert by_patient.loc[0, ["checks", "reasons"]].tolist() == ["metal", "warn: m"]
+
+
+def test_metal_is_judged_without_a_profile_too():
+    metal = CtMeasurements(**{**CLEAN.to_dict(), "metal_ml": 5.0})
+    assert checks_fired(assess(metal, VOLUMES, 0.2, None, QaSettings())) == {
+        "training_profile": "warn", "metal": "warn",
+    }  # fmt: skip
+
+
+def test_marrow_on_the_scan_edge_warns_only_where_training_labels_kept_off_it():
+    roomy = dataclasses.replace(profile_of(), label_at_edge=0.0)
+    tight = dataclasses.replace(profile_of(), label_at_edge=0.9)  # the phantoms' scans are tight
+    edge = assess(CLEAN, VOLUMES, 0.2, roomy, QaSettings(), marrow_at_edge=True)
+    assert checks_fired(edge) == {"field_of_view": "warn"}
+    assert assess(CLEAN, VOLUMES, 0.2, tight, QaSettings(), marrow_at_edge=True)["reasons"] == []
+    assert assess(CLEAN, VOLUMES, 0.2, roomy, QaSettings())["reasons"] == []
+
+
+def test_the_profile_counts_labels_on_the_scan_edge():
+    inside, on_edge = np.zeros((4, 3, 3), np.uint8), np.zeros((4, 3, 3), np.uint8)
+    inside[1:3] = 1
+    on_edge[-1, 0, 0] = 2
+    assert (at_scan_edge(inside), at_scan_edge(on_edge)) == (False, True)
+    ms = [CLEAN] * 4
+    profile = summarise(ms, [VOLUMES] * 4, REGIONS, [True, False, False, False])
+    assert profile.label_at_edge == 0.25
+    assert TrainingProfile.from_dict(profile.to_dict()) == profile
+
+
+def test_marrow_on_scan_edge_reads_the_box():
+    labels = np.zeros((3, 2, 2), np.uint8)
+    labels[0, 0, 0] = 1
+    box = {"x": [0, 2], "y": [0, 2], "z": [0, 3]}
+    assert marrow_on_scan_edge(labels, box, slices=3)
+    assert not marrow_on_scan_edge(labels, {**box, "z": [2, 5]}, slices=9)  # crop starts above
+
+
+def test_a_feet_first_grid_is_turned_head_up_for_the_picture():
+    """The same anatomy stored head-first (z up) and feet-first (slice 0 at the head, z axis
+    pointing to the feet) comes out as one array after in_lps."""
+    head_first = sitk.Image(4, 3, 5, sitk.sitkFloat32)
+    head_first.SetSpacing((1.0, 1.0, 3.0))
+    feet_first = sitk.Image(4, 3, 5, sitk.sitkFloat32)
+    feet_first.SetSpacing((1.0, 1.0, 3.0))
+    feet_first.SetDirection((1, 0, 0, 0, 1, 0, 0, 0, -1))
+    feet_first.SetOrigin((0.0, 0.0, 12.0))  # its slice 0 is the head-first grid's slice 4
+    anatomy = np.arange(60, dtype=np.float32).reshape(5, 3, 4)
+    (up,), spacing = in_lps(head_first, anatomy)
+    (turned,), _ = in_lps(feet_first, anatomy[::-1].copy())
+    np.testing.assert_array_equal(turned, up)
+    assert spacing == (3.0, 1.0, 1.0)
+
+
+def test_bone_interior_counts_only_the_slices_the_region_s_abm_spans():
+    shape = (4, 12, 12)
+    hu = np.full(shape, 40.0)
+    hu[:, 2:10, 2:10] = 700.0  # one bone through all four slices
+    hu[:, 4:8, 4:8] = 100.0
+    probabilities = np.zeros((4, *shape), np.float32)
+    probabilities[0], probabilities[2] = 0.7, 0.3  # ilium everywhere the bone is
+    labels = np.zeros(shape, np.uint8)
+    labels[1:3, 5, 5] = 2  # ilium ABM on slices 1-2 only
+    entropy = np.zeros(shape, np.float32)
+    rows = region_statistics(
+        "P1", hu, (1.0, 1.0, 1.0), labels, probabilities, None, entropy, entropy, REGIONS, 0.5
+    )
+    assert rows[1]["bone_interior_ml"] == pytest.approx(2 * 64 / 1000)  # slices 1-2, not 0-3

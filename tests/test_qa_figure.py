@@ -3,7 +3,6 @@ atomicity."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -85,18 +84,18 @@ QA = {
         "verdict": "fail",
         "reasons": [
             {
-                "check": "abm_share",
+                "check": "hu_calibration",
                 "level": "fail",
-                "message": "lower_pelvis ABM is 92% of the bone interior (expected 20-70%); "
-                "the mask may be leaking into cortical bone or the segmentation failed.",
+                "message": "air peak at -799 HU; the training CTs had it at -999 to -999 HU "
+                "(tolerance 50 HU): check the CT's rescale slope and intercept",
             },
-            {"check": "uncertain_share", "level": "warn", "message": "ilium 31% uncertain"},
+            {"check": "region_volume", "level": "warn", "message": "ilium ABM 0.0 ml"},
         ],
     },
     "warn": {
         "verdict": "warn",
         "reasons": [
-            {"check": "uncertain_share", "level": "warn", "message": "ilium 31% uncertain"}
+            {"check": "uncertainty", "level": "warn", "message": "mean entropy 0.72 nats"}
         ],
     },
     "pass": {"verdict": "pass", "reasons": []},
@@ -314,13 +313,10 @@ def test_failure_while_saving_leaves_no_file(tmp_path, case, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_200x200x100_volume_draws_in_about_a_second(tmp_path):
+def test_a_200x200x100_volume_gives_a_small_png(tmp_path):
     hu, labels, entropy, stats = synthetic_case((100, 200, 200), (3.0, 2.0, 2.0))
     path = tmp_path / "big.png"
     qa_figure(path, hu, (3.0, 2.0, 2.0), labels, entropy, REGIONS, stats, QA["warn"], "SYN1")
-    start = time.perf_counter()
-    qa_figure(path, hu, (3.0, 2.0, 2.0), labels, entropy, REGIONS, stats, QA["warn"], "SYN1")
-    assert time.perf_counter() - start < 3.0  # ~1 s budget, with slack for a loaded CI machine
     assert path.stat().st_size < 300_000
 
 

@@ -42,7 +42,7 @@ rule infer:
 rule training_profile:
     input:
         cts=training_files("results/converted/{patient}/ct.nii.gz"),
-        labels=training_files("results/cropped/{patient}/label.nii.gz"),
+        labels=training_files("results/converted/{patient}/label.nii.gz"),
     output:
         TRAINING_PROFILE,
     log:

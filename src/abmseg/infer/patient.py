@@ -171,6 +171,8 @@ def predict_patient(
         on_batch=progress,
     )
     labels = summary.labels
+    # the slices' resize back to the crop can overshoot 1 by a float32 rounding step
+    np.clip(summary.mean, 0.0, 1.0, out=summary.mean)
     full_shape = tuple(reversed(full_ct.GetSize()))
     spet_suv = spet_to_suv(spet, predictor.suv_ceiling)
     write_nifti(image_like(spet_suv, normalised), out.spet)

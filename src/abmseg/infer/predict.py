@@ -137,10 +137,14 @@ def predict_ensemble(
     (the passes' mean sPET in [-1, 1], their class probabilities' mean and uncertainty maps).
 
     A mirrored pass flips the CT's x axis (patient left-right) before the networks and their
-    outputs back after; it reuses its sample's seed, so mirroring is all that differs.
+    outputs back after, with its sample's seed (the sampler's noise is drawn on the flipped
+    grid, so it is not the mirror image of the unflipped pass's noise). Without a stochastic
+    sampler (no diffusion, or sampler ``pseudo``) every seed gives the same pass, so one is run.
     """
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
+    if networks.diffusion is None or settings.sampler == "pseudo":
+        samples = 1
     plan = [(k, flip) for k in range(samples) for flip in ((False, True) if mirror else (False,))]
     slices = [int(z) for z in body_slices(ct, settings.body_threshold)]
     total = len(slices) * len(plan)

@@ -9,9 +9,10 @@ Each check compares one number of the patient with what the networks were traine
   shorter than ``min_length_fraction`` of the shortest training scan (the field of view cannot
   cover L4 to the lesser trochanters as the training scans did);
 - warn: the output looks unusual: a region's ABM volume outside the training labels' range
-  widened by ``volume_factor``, metal above ``metal_ml``, the mean predictive entropy over the
-  predicted marrow above ``max_marrow_entropy`` (issue 18's measurements: this mean falls as
-  Dice rises, Spearman rho -0.70 on the study's test patients).
+  widened by ``volume_factor``, metal above ``metal_ml``, predicted ABM on the scan's first or
+  last slice where the training labels (almost) never reached them, the mean predictive entropy
+  over the predicted marrow above ``max_marrow_entropy`` (issue 18's measurements: this mean
+  falls as Dice rises, Spearman rho -0.70 on the study's test patients).
 
 The field-of-view check is a proxy: there are no landmarks, so a scan cut above the acetabulum
 shows as a short scan and as a region (lower pelvis) with too little marrow.
@@ -28,6 +29,8 @@ from abmseg.qa.profile import TrainingProfile
 from abmseg.settings import from_section
 
 LEVELS = ("pass", "warn", "fail")
+# The truncation check runs only if at most this share of the training labels reached the edge.
+EDGE_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ def _input_findings(ct: CtMeasurements, profile: TrainingProfile, settings: QaSe
         span, value = profile.ct.get(key), getattr(ct, key)
         if span is None:
             continue
-        if value is None:
+        if value is None:  # no air around the body (a tight field of view): fat alone judges
             if key == "fat_peak_hu":
                 yield Finding("hu_calibration", "warn", "no fat peak found in the body")
             continue
@@ -108,13 +111,30 @@ def _input_findings(ct: CtMeasurements, profile: TrainingProfile, settings: QaSe
             f"scan length {ct.scan_length_mm:.0f} mm; the shortest training scan was "
             f"{span['min']:.0f} mm: the field of view may not cover L4 to the lesser trochanters",
         )
-    span = profile.ct.get("metal_ml")
+
+
+def _metal_findings(ct: CtMeasurements, profile: TrainingProfile | None, settings: QaSettings):
+    """Metal needs no profile: the training maximum only raises the configured limit."""
+    span = profile.ct.get("metal_ml") if profile else None
     allowed = max(settings.metal_ml, span["max"] if span else 0.0)
     if ct.metal_ml > allowed:
         yield Finding(
             "metal",
             "warn",
             f"{ct.metal_ml:.1f} ml above {METAL_HU:.0f} HU (metal?); allowed {allowed:.1f} ml",
+        )
+
+
+def _edge_findings(marrow_at_edge: bool, profile: TrainingProfile | None):
+    """ABM on the scan's first or last slice: the field of view may cut the marrow. Only where
+    the training labels seldom reached those slices (a cohort scanned with room to spare)."""
+    share = profile.label_at_edge if profile else None
+    if marrow_at_edge and share is not None and share <= EDGE_SHARE:
+        yield Finding(
+            "field_of_view",
+            "warn",
+            "the predicted ABM reaches the first or last slice of the scan (the training labels "
+            f"did in {share:.0%} of the training scans): the field of view may cut the marrow",
         )
 
 
@@ -149,6 +169,7 @@ def assess(
     marrow_entropy: float | None,
     profile: TrainingProfile | None,
     settings: QaSettings,
+    marrow_at_edge: bool = False,
 ) -> dict[str, Any]:
     """The QA verdict (pass / warn / fail), its reasons and the numbers they rest on."""
     findings: list[Finding] = []
@@ -163,6 +184,8 @@ def assess(
         )
     else:
         findings.extend(_input_findings(ct, profile, settings))
+    findings.extend(_metal_findings(ct, profile, settings))
+    findings.extend(_edge_findings(marrow_at_edge, profile))
     findings.extend(_output_findings(volumes, marrow_entropy, profile, settings))
     levels = {f.level for f in findings}
     verdict = "fail" if "fail" in levels else "warn" if "warn" in levels else "pass"
@@ -173,6 +196,7 @@ def assess(
             **ct.to_dict(),
             "region_volume_ml": dict(volumes),
             "marrow_mean_entropy": marrow_entropy,
+            "marrow_at_scan_edge": marrow_at_edge,
         },
         "training_patients": profile.patients if profile else None,
         "settings": settings.to_dict(),

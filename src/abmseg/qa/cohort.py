@@ -22,8 +22,9 @@ def cohort_tables(
     ``sources[i]`` names where files i came from (a variant, or predict)."""
     region_rows, patient_rows = [], []
     for source, stats_path, qa_path in zip(sources, stats_files, qa_files, strict=True):
-        stats = read_json(stats_path, made_by="infer", keys=("patient_id", "regions"))
-        qa = read_json(qa_path, made_by="infer", keys=("verdict", "reasons"))
+        made_by = "predict" if source == "predict" else "infer"
+        stats = read_json(stats_path, made_by=made_by, keys=("patient_id", "regions"))
+        qa = read_json(qa_path, made_by=made_by, keys=("verdict", "reasons"))
         for row in stats["regions"]:
             region_rows.append({"source": source, **row, "qa_verdict": qa["verdict"]})
         reasons = qa["reasons"]

@@ -16,6 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from abmseg.atomic import write_json
+from abmseg.io.volume import image_like
 from abmseg.qa.checks import QaSettings, assess
 from abmseg.qa.measure import measure_ct
 from abmseg.qa.profile import TrainingProfile, region_volumes_ml
@@ -44,10 +45,27 @@ class PredictionMaps:
     passes: int
 
 
-def crop_to_box(image: sitk.Image, box: Mapping[str, list[int]]) -> np.ndarray:
-    """The (z, y, x) array of ``image`` inside the ROI box."""
+def crop_to_box(image: sitk.Image, box: Mapping[str, list[int]]) -> sitk.Image:
+    """``image`` inside the ROI box, placed where it lies in the world."""
     (x0, x1), (y0, y1), (z0, z1) = box["x"], box["y"], box["z"]
-    return sitk.GetArrayViewFromImage(image)[z0:z1, y0:y1, x0:x1]
+    return image[x0:x1, y0:y1, z0:z1]
+
+
+def in_lps(
+    grid: sitk.Image, *arrays: np.ndarray
+) -> tuple[list[np.ndarray], tuple[float, float, float]]:
+    """``arrays`` (z, y, x) of ``grid`` turned so x runs to the patient's left, y to posterior
+    and z to superior (LPS), with the matching (z, y, x) spacing: a feet-first or prone scan is
+    then drawn like a head-first supine one."""
+    turned = [sitk.DICOMOrient(image_like(a, grid), "LPS") for a in arrays]
+    spacing = tuple(reversed(turned[0].GetSpacing())) if turned else ()
+    return [sitk.GetArrayFromImage(t) for t in turned], spacing  # type: ignore[return-value]
+
+
+def marrow_on_scan_edge(labels: np.ndarray, box: Mapping[str, list[int]], slices: int) -> bool:
+    """Whether the cropped label map has ABM on the scan's first or last slice."""
+    (z0, z1) = box["z"]
+    return bool((z0 == 0 and labels[0].any()) or (z1 == slices and labels[-1].any()))
 
 
 def assess_prediction(
@@ -64,7 +82,8 @@ def assess_prediction(
     QA record (qa.json). ``full_ct``: the converted planning CT in HU."""
     from abmseg.evaluate.qa_figure import qa_figure  # matplotlib only when a picture is drawn
 
-    hu = np.asarray(crop_to_box(full_ct, box), dtype=np.float32)
+    grid = crop_to_box(full_ct, box)
+    hu = sitk.GetArrayFromImage(grid).astype(np.float32)
     spacing_zyx = tuple(reversed(full_ct.GetSpacing()))
     rows = region_statistics(
         patient,
@@ -82,7 +101,14 @@ def assess_prediction(
     volumes = region_volumes_ml(maps.labels, full_ct.GetSpacing(), regions)
     qa = {
         "patient_id": patient,
-        **assess(measure_ct(full_ct), volumes, marrow_entropy, profile, settings),
+        **assess(
+            measure_ct(full_ct),
+            volumes,
+            marrow_entropy,
+            profile,
+            settings,
+            marrow_at_edge=marrow_on_scan_edge(maps.labels, box, full_ct.GetSize()[2]),
+        ),
         "notice": RESEARCH_USE,
     }
     write_stats_tsv(out.stats, rows)

@@ -48,6 +48,8 @@ class TrainingProfile:
     patients: int
     ct: dict[str, dict[str, float] | None]
     region_volume_ml: dict[str, dict[str, float] | None]
+    # share of the training labels on the scan's first or last slice (None: not measured)
+    label_at_edge: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,27 +57,42 @@ class TrainingProfile:
             "patients": self.patients,
             "ct": self.ct,
             "region_volume_ml": self.region_volume_ml,
+            "label_at_edge": self.label_at_edge,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainingProfile:
         if data.get("version") != PROFILE_VERSION:
             raise ValueError(f"training profile version {data.get('version')!r} is not 1")
-        return cls(int(data["patients"]), dict(data["ct"]), dict(data["region_volume_ml"]))
+        return cls(
+            int(data["patients"]),
+            dict(data["ct"]),
+            dict(data["region_volume_ml"]),
+            data.get("label_at_edge"),
+        )
+
+
+def at_scan_edge(label: np.ndarray) -> bool:
+    """Whether a label map (z, y, x) on a scan's grid has a region on its first or last slice."""
+    label = np.asarray(label)
+    return bool(label[0].any() or label[-1].any())
 
 
 def summarise(
     measurements: Sequence[CtMeasurements],
     volumes: Sequence[Mapping[str, float]],
     regions: Mapping[str, int],
+    at_edge: Sequence[bool] | None = None,
 ) -> TrainingProfile:
-    """The profile of the training patients' measurements and label volumes."""
+    """The profile of the training patients' measurements and label volumes (and whether each
+    label reached the scan's first or last slice)."""
     if not measurements:
         raise ValueError("a training profile needs at least one training patient")
     fields = CtMeasurements.__dataclass_fields__
     ct = {key: value_range([getattr(m, key) for m in measurements]) for key in fields}
     region = {name: value_range([v[name] for v in volumes]) for name in regions}
-    return TrainingProfile(len(measurements), ct, region)
+    edge = None if at_edge is None else float(np.mean(at_edge))
+    return TrainingProfile(len(measurements), ct, region, edge)
 
 
 def build_profile(
@@ -84,12 +101,12 @@ def build_profile(
     labels: Sequence[str | Path],
     regions: Mapping[str, int],
 ) -> TrainingProfile:
-    """Measure each training patient's converted CT (HU, its own grid) and label (any grid)."""
-    measurements, volumes = [], []
+    """Measure each training patient's converted CT (HU) and label, both on the CT's grid."""
+    measurements, volumes, edges = [], [], []
     for patient, ct_path, label_path in zip(patients, converted_cts, labels, strict=True):
         measurements.append(measure_ct(read_nifti(ct_path, patient, made_by="convert")))
-        label = read_nifti(label_path, patient, made_by="crop")
-        volumes.append(
-            region_volumes_ml(sitk.GetArrayViewFromImage(label), label.GetSpacing(), regions)
-        )
-    return summarise(measurements, volumes, regions)
+        label = read_nifti(label_path, patient, made_by="convert")
+        array = sitk.GetArrayViewFromImage(label)
+        volumes.append(region_volumes_ml(array, label.GetSpacing(), regions))
+        edges.append(at_scan_edge(array))
+    return summarise(measurements, volumes, regions, edges)

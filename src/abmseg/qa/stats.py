@@ -5,10 +5,13 @@ Per region (label value v), on the cropped grid:
 - ``abm_volume_ml``: voxels labelled v;
 - ``bone_interior_ml``: the CT's bone interior (abmseg.preprocess.bone, CT only) that belongs to
   the region, plus the region's ABM voxels outside it. An interior voxel belongs to the region
-  the networks give the highest probability among the regions (background left out): the
-  networks place inactive marrow as well as active, so this splits the pelvis the way the mask
-  does without a separate atlas;
-- ``abm_share_of_interior``: the first over the second (0 to 1), the active share of the marrow;
+  the networks give the highest probability among the regions (background left out), and only
+  on the slices the region's ABM spans: the crop holds the whole scan, and bones above or below
+  the region (upper lumbar vertebrae, femoral shafts) are not its marrow;
+- ``abm_share_of_interior``: the first over the second (0 to 1), roughly the active share of
+  the region's marrow. The interior is the filled bone at the synthetic cohort's 3.9 mm pixels
+  (cortex included, abmseg.preprocess.bone), so on a CT whose pixels resolve the cortex the share
+  comes out low;
 - ``mean_hu``, ``mean_spet_suv``, ``mean_entropy``, ``mean_mutual_information``: means over the
   region's ABM voxels (sPET None for a variant without one);
 - ``uncertain_share``: the share of the region's ABM voxels whose predictive entropy exceeds the
@@ -78,7 +81,7 @@ def region_statistics(
     rows = []
     for name, value in regions.items():
         abm = labels == value
-        marrow = abm | (interior == value)
+        marrow = abm | ((interior == value) & _slices_of(abm))
         abm_ml = float(abm.sum()) * voxel_ml
         marrow_ml = float(marrow.sum()) * voxel_ml
         rows.append(
@@ -96,6 +99,16 @@ def region_statistics(
             }
         )
     return rows
+
+
+def _slices_of(mask: np.ndarray) -> np.ndarray:
+    """(z, 1, 1) bool: the slices from the first to the last that ``mask`` touches."""
+    touched = mask.any(axis=(1, 2))
+    span = np.zeros(mask.shape[0], dtype=bool)
+    if touched.any():
+        hit = np.flatnonzero(touched)
+        span[hit[0] : hit[-1] + 1] = True
+    return span[:, None, None]
 
 
 def marrow_mean_entropy(labels: np.ndarray, entropy: np.ndarray) -> float | None:
