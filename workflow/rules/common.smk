@@ -87,8 +87,10 @@ wildcard_constraints:
 
 
 def res(rule_name, key):
-    """A scheduler resource of a rule, from config['resources']."""
-    return config["resources"][rule_name][key]
+    """A scheduler resource of a rule, from config['resources']; a rule added since a config
+    was written (training_profile) falls back to aggregate's."""
+    resources = config["resources"]
+    return resources.get(rule_name, resources["aggregate"])[key]
 
 
 def get_series_state(column):

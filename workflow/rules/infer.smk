@@ -37,8 +37,7 @@ rule infer:
 
 
 # What the networks were trained on, in the numbers the QA flags compare every prediction with
-# (abmseg.qa.profile): the training patients only. A small cohort-level job: it runs with the
-# resources of rule aggregate.
+# (abmseg.qa.profile): the training patients only.
 rule training_profile:
     input:
         cts=training_files("results/converted/{patient}/ct.nii.gz"),
@@ -51,9 +50,9 @@ rule training_profile:
         "benchmarks/training_profile.tsv"
     conda:
         "../../envs/preprocess.yaml"
-    threads: res("aggregate", "threads")
+    threads: res("training_profile", "threads")
     resources:
-        **scheduler_resources("aggregate"),
+        **scheduler_resources("training_profile"),
     params:
         patients=TRAIN_PATIENTS,
         config=stage_config("training_profile"),
