@@ -98,3 +98,21 @@ def test_written_file_has_ordinary_permissions(tmp_path):
         os.umask(umask)
     mode = stat.S_IMODE((tmp_path / "atomic.json").stat().st_mode)
     assert mode == stat.S_IMODE((tmp_path / "plain.json").stat().st_mode) == 0o644
+
+
+def test_a_staged_folder_replaces_results_only_when_complete(tmp_path):
+    from abmseg.atomic import staged_folder
+
+    out = tmp_path / "P1"
+    out.mkdir()
+    (out / "qa.json").write_text("old")
+    (out / "abm_seg.dcm").write_text("old")
+    with pytest.raises(RuntimeError), staged_folder(out, stale=("abm_seg.dcm",)) as staging:
+        (staging / "qa.json").write_text("new")
+        raise RuntimeError("the QA picture failed")
+    assert (out / "qa.json").read_text() == "old"  # nothing half-new
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["P1"]  # the staging folder is gone
+    with staged_folder(out, stale=("abm_seg.dcm",)) as staging:
+        (staging / "qa.json").write_text("new")
+    assert (out / "qa.json").read_text() == "new"
+    assert not (out / "abm_seg.dcm").exists()  # not written this time: not left stale

@@ -63,6 +63,12 @@ def assert_close(mine, theirs, path: str = "") -> None:
         assert mine == theirs, path
 
 
+def qa_verdict(work: Path, patient: str) -> str:
+    return json.loads((work / f"results/inference/{VARIANT}/{patient}/qa.json").read_text())[
+        "verdict"
+    ]
+
+
 def array(path: Path) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
 
@@ -141,11 +147,14 @@ def test_abmseg_export_dicom_writes_the_rule_s_segments(run, tmp_path):
         "--abm-ct", str(work / f"results/inference/{VARIANT}/{patient}/abm_ct.nii.gz"),
         "--ct", str(run["raw"] / "raw" / patient / "CT"), "--out", str(tmp_path),
         "--prob", str(work / f"results/inference/{VARIANT}/{patient}/abm_prob.nii.gz"),
+        "--qa", str(work / f"results/inference/{VARIANT}/{patient}/qa.json"),
     ]  # fmt: skip
     assert main(args) == 0
     rule_prob = work / "results" / "dicom" / VARIANT / patient / "abm_prob_seg.dcm"
     mine, theirs = pydicom.dcmread(tmp_path / "abm_prob_seg.dcm"), pydicom.dcmread(rule_prob)
     np.testing.assert_array_equal(mine.pixel_array, theirs.pixel_array)
+    assert mine.SeriesDescription == theirs.SeriesDescription
+    assert theirs.SeriesDescription.endswith(" QA " + qa_verdict(work, patient).upper())
     rule_seg = work / "results" / "dicom" / VARIANT / patient / "abm_seg.dcm"
     mine, theirs = pydicom.dcmread(tmp_path / "abm_seg.dcm"), pydicom.dcmread(rule_seg)
     np.testing.assert_array_equal(mine.pixel_array, theirs.pixel_array)

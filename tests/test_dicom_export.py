@@ -181,3 +181,18 @@ def test_exports_carry_only_their_own_ct_identity(pipeline):
         others = set().union(*(identifiers_in([raw / p]) for p in everyone if p != patient))
         findings, _ = scan([exports], others - own)
         assert not findings, "\n".join(f.line() for f in findings)
+
+
+def test_the_qa_verdict_ends_every_series_description_within_64_characters():
+    from abmseg.rt.export import with_verdict
+    from abmseg.rt.rtstruct import SERIES_DESCRIPTION
+    from abmseg.rt.seg import PROBABILITY_SERIES_DESCRIPTION, SEG_SERIES_DESCRIPTION
+
+    for base in (SEG_SERIES_DESCRIPTION, PROBABILITY_SERIES_DESCRIPTION, SERIES_DESCRIPTION):
+        assert "RESEARCH USE ONLY" in base
+        assert with_verdict(base, None) == base
+        for verdict in ("pass", "warn", "fail"):
+            text = with_verdict(base, verdict)
+            assert text == f"{base} QA {verdict.upper()}" and len(text) <= 64
+    with pytest.raises(ValueError, match="longer than 64"):
+        with_verdict("x" * 60, "fail")

@@ -94,9 +94,7 @@ QA = {
     },
     "warn": {
         "verdict": "warn",
-        "reasons": [
-            {"check": "uncertainty", "level": "warn", "message": "mean entropy 0.72 nats"}
-        ],
+        "reasons": [{"check": "uncertainty", "level": "warn", "message": "mean entropy 0.72 nats"}],
     },
     "pass": {"verdict": "pass", "reasons": []},
 }

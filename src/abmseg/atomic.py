@@ -49,3 +49,21 @@ def write_json(target: str | Path, data: Any) -> None:
     """Write ``data`` as indented, key-sorted JSON, atomically."""
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
     write_atomic(target, lambda tmp: tmp.write_text(text))
+
+
+@contextmanager
+def staged_folder(out: str | Path, stale: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Yield a hidden folder beside ``out``; only when the block succeeds are its files moved
+    into ``out`` (created if needed) and the names in ``stale`` that it did not write removed
+    from ``out``. A failure leaves ``out`` as it was: no mix of new and old results."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+        staging = Path(tmp)
+        yield staging
+        out.mkdir(exist_ok=True)
+        for name in stale:
+            if not (staging / name).exists():
+                (out / name).unlink(missing_ok=True)
+        for path in sorted(staging.iterdir()):
+            os.replace(path, out / path.name)

@@ -108,6 +108,7 @@ def _split(args: argparse.Namespace) -> None:
 
 
 def _infer(args: argparse.Namespace) -> None:
+    from abmseg.atomic import staged_folder
     from abmseg.infer.networks import load_networks
     from abmseg.infer.patient import PredictionPaths, Predictor, infer_patient
     from abmseg.io.jsonfile import read_json
@@ -117,8 +118,12 @@ def _infer(args: argparse.Namespace) -> None:
     profile = TrainingProfile.from_dict(read_json(args.profile)) if args.profile else None
     networks, device = load_networks(args.model, threads=args.threads, patient=args.patient)
     predictor = Predictor.from_config(networks, device, config, profile)
-    paths = PredictionPaths.in_folder(args.out, summary=False)  # no prediction.json: a test patient
-    summary = infer_patient(args.patient, args.ct, args.converted_ct, args.roi, predictor, paths)
+    # written beside --out first: a failure leaves no new mask beside an old qa.json
+    with staged_folder(args.out) as staging:
+        paths = PredictionPaths.in_folder(staging, summary=False)  # a test patient: no summary
+        summary = infer_patient(
+            args.patient, args.ct, args.converted_ct, args.roi, predictor, paths
+        )
     print(
         f"{args.patient}: label voxels {summary['voxels_per_label']} on {device}, "
         f"QA {summary['qa_verdict']}"
@@ -171,11 +176,13 @@ def _bundle(args: argparse.Namespace) -> None:
 
 
 def _export_dicom(args: argparse.Namespace) -> None:
+    from abmseg.io.jsonfile import read_json
     from abmseg.rt.export import ExportSettings, export_patient
 
     regions = ExportSettings.from_config(load_stage_config(args)).regions
     out = Path(args.out)
     probabilities = (args.prob, out / "abm_prob_seg.dcm") if args.prob else None
+    verdict = read_json(args.qa, args.patient, keys=("verdict",))["verdict"] if args.qa else None
     voxels = export_patient(
         args.patient,
         args.abm_ct,
@@ -184,6 +191,7 @@ def _export_dicom(args: argparse.Namespace) -> None:
         out / "abm_seg.dcm",
         out / "abm_rtstruct.dcm",
         probabilities=probabilities,
+        qa_verdict=verdict,
     )
     written = "DICOM SEG, probability SEG and RTSTRUCT" if args.prob else "DICOM SEG and RTSTRUCT"
     print(f"{args.patient}: {written} in {out} (voxels per region {voxels})")
@@ -398,6 +406,7 @@ def add_result_commands(sub: argparse._SubParsersAction) -> None:
     export.add_argument(
         "--prob", help="abm_prob.nii.gz: also write its probability SEG, abm_prob_seg.dcm"
     )
+    export.add_argument("--qa", help="qa.json: its verdict goes into every series description")
     export.add_argument(
         "--out", required=True, help="folder for abm_seg.dcm, abm_rtstruct.dcm, abm_prob_seg.dcm"
     )

@@ -5,6 +5,7 @@ rule export_dicom:
     input:
         abm_ct=exported("abm_ct.nii.gz"),
         prob=exported("abm_prob.nii.gz"),
+        qa=exported("qa.json"),
         ct=get_series_state("ct"),
     output:
         seg="results/dicom/{source}/{patient}/abm_seg.dcm",

@@ -10,8 +10,6 @@ exactly as its networks were trained. The steps are the stages' own cores (``ct_
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from abmseg.atomic import write_json
+from abmseg.atomic import staged_folder, write_json
 from abmseg.infer.model_bundle import ModelBundle
 from abmseg.infer.patient import PredictionPaths, predict_patient
 from abmseg.io.convert import ct_image
@@ -142,10 +140,7 @@ def predict_into_folder(
     complete, so a failure leaves ``out`` as it was; a DICOM file of an earlier prediction that
     this one does not write (``dicom=False``) is removed, so no file in ``out`` is stale.
     """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
-        staging = Path(tmp)
+    with staged_folder(out, stale=DICOM_NAMES) as staging:
         paths = PredictionPaths.in_folder(staging)
         prepared = prepare_for_bundle(patient, ct_dir, bundle)
         summary = predict_ct_only(patient, ct_dir, bundle, paths, progress, prepared)
@@ -156,18 +151,14 @@ def predict_into_folder(
             begin = time.perf_counter()
             seg, prob_seg, rtstruct = (staging / name for name in DICOM_NAMES)
             label = read_nifti(paths.abm_ct, patient, made_by="predict")
-            export_label(patient, label, prepared.series, bundle.regions, seg, rtstruct)
+            verdict, regions = summary["qa_verdict"], bundle.regions
+            export_label(patient, label, prepared.series, regions, seg, rtstruct, verdict)
             export_probabilities(
-                patient, paths.prob, prepared.series, bundle.regions, prob_seg, "predict"
+                patient, paths.prob, prepared.series, regions, prob_seg, "predict", verdict
             )
             log.info(
                 "%s: DICOM SEG, probability SEG and RTSTRUCT written in %.1f s",
                 patient,
                 time.perf_counter() - begin,
             )
-        out.mkdir(exist_ok=True)
-        for name in DICOM_NAMES if not dicom else ():
-            (out / name).unlink(missing_ok=True)
-        for path in sorted(staging.iterdir()):
-            os.replace(path, out / path.name)
     return summary

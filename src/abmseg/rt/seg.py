@@ -244,6 +244,7 @@ def write_fractional_seg(
     regions: Mapping[str, int],
     out_path: str | Path,
     patient: str | None = None,
+    series_description: str = PROBABILITY_SERIES_DESCRIPTION,
 ) -> None:
     """Write class probabilities (C, z, y, x) on ``grid`` as a FRACTIONAL (PROBABILITY) DICOM SEG.
 
@@ -278,7 +279,7 @@ def write_fractional_seg(
         fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
         max_fractional_value=MAX_FRACTIONAL_VALUE,
     )
-    seg.SeriesDescription = PROBABILITY_SERIES_DESCRIPTION
+    seg.SeriesDescription = series_description
     write_atomic(out_path, lambda tmp: seg.save_as(tmp))
 
 
