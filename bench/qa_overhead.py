@@ -82,7 +82,7 @@ def main() -> None:
             paste_channels(maps, box, full, 0.0), ct, out.uncertainty))  # fmt: skip
         prediction = PredictionMaps(
             summary.labels, summary.mean, summary.predictive_entropy,
-            summary.mutual_information, None, args.passes,
+            summary.mutual_information, None,
         )  # fmt: skip
         qa = QaSettings()
         assess = (ct, box, prediction, DEFAULT_REGIONS, qa, None, out.assessment)

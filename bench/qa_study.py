@@ -2,7 +2,7 @@
 would the uncertainty flag's limit lie? Issue 18's "quiet on the study's clean test patients".
 
 For every training and test patient of a finished `make study`, the study's full model predicts
-exactly as rule infer does (abmseg.infer.patient.infer_patient: ensemble, maps, statistics, QA)
+exactly as rules infer and qa do (infer_patient, then assess_files: maps, statistics, QA)
 against the training profile of the study's training patients, and the table lists each
 patient's verdict, the checks that fired, the mean predictive entropy over the predicted marrow
 and the Dice against the label. The entropy limit (qa.max_marrow_entropy) is read off the
@@ -28,30 +28,33 @@ from study_models import merged_config, one_model_parser, split_patients
 
 from abmseg.infer.patient import PredictionPaths, Predictor, infer_patient
 from abmseg.metrics.segmentation import dice
+from abmseg.preprocess.roi import read_roi_box
 from abmseg.qa.checks import QaSettings
+from abmseg.qa.patient import MAPS, AssessmentPaths, assess_files
 from abmseg.qa.profile import build_profile
 from abmseg.regions import DEFAULT_REGIONS
 from abmseg.study.sampler import SamplerPoint, _sweep_context
 
 
 def predict(patient: str, results: Path, predictor: Predictor, folder: Path) -> dict:
-    paths = PredictionPaths.in_folder(folder / patient, summary=False)
+    """Rule infer's and then rule qa's code on one patient."""
+    paths = PredictionPaths.in_folder(folder / patient, ct_only=False)
     paths.spet.parent.mkdir(parents=True)
     start = time.perf_counter()
-    infer_patient(
-        patient,
-        results / "normalized" / patient / "ct.nii.gz",
-        results / "converted" / patient / "ct.nii.gz",
-        results / "cropped" / patient / "roi.json",
-        predictor,
-        paths,
-    )
+    converted, roi = results / "converted" / patient, results / "cropped" / patient / "roi.json"
+    normalised = results / "normalized" / patient / "ct.nii.gz"
+    infer_patient(patient, normalised, converted / "ct.nii.gz", roi, predictor, paths)
+    assessment = AssessmentPaths.in_folder(folder / patient)
+    maps = {name: folder / patient / file for name, file in MAPS.items()}
+    box = read_roi_box(roi, patient)
+    args = (predictor.regions, predictor.qa, predictor.profile, assessment)
+    assess_files(patient, maps, converted / "ct.nii.gz", box, *args)
     seconds = time.perf_counter() - start
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(paths.abm)))
     truth = sitk.GetArrayFromImage(
         sitk.ReadImage(str(results / "cropped" / patient / "label.nii.gz"))
     )
-    qa = json.loads(paths.qa.read_text())
+    qa = json.loads(assessment.qa.read_text())
     return {
         "patient": patient,
         "verdict": qa["verdict"],

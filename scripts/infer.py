@@ -1,22 +1,17 @@
 """Rule infer: CT -> pseudo-PET -> diffusion sPET -> MP-FPSN ABM for one test patient, with its
-probabilities, uncertainty maps, statistics and QA flags."""
+class probabilities and uncertainty maps."""
 
 from abmseg.infer.networks import load_networks
 from abmseg.infer.patient import PredictionPaths, Predictor, infer_patient, read_roi_box
-from abmseg.io.jsonfile import read_json
-from abmseg.qa.profile import TrainingProfile
 from abmseg.step import rule_step
 
 patient = snakemake.wildcards.patient
 with rule_step(snakemake) as log:
     read_roi_box(snakemake.input.roi, patient)  # the patient's own small inputs before the model
-    profile = read_json(snakemake.input.profile, made_by="training_profile")
     networks, device = load_networks(
         snakemake.input.model, threads=snakemake.threads, patient=patient
     )
-    predictor = Predictor.from_config(
-        networks, device, snakemake.params.config, TrainingProfile.from_dict(profile)
-    )
+    predictor = Predictor.from_config(networks, device, snakemake.params.config, profile=None)
     summary = infer_patient(
         patient,
         snakemake.input.ct,
@@ -25,6 +20,4 @@ with rule_step(snakemake) as log:
         predictor,
         PredictionPaths.of_rule(snakemake.output),
     )
-    log.info(
-        "label voxels %s on %s; QA %s", summary["voxels_per_label"], device, summary["qa_verdict"]
-    )
+    log.info("label voxels %s on %s", summary["voxels_per_label"], device)

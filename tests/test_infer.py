@@ -12,7 +12,13 @@ import SimpleITK as sitk
 import torch
 
 from abmseg.cli import main
-from abmseg.infer.patient import PredictionPaths, Predictor, infer_patient, spet_to_suv
+from abmseg.infer.patient import (
+    PredictionPaths,
+    Predictor,
+    infer_patient,
+    predict_patient,
+    spet_to_suv,
+)
 from abmseg.infer.predict import (
     InferenceNetworks,
     InferenceSettings,
@@ -24,10 +30,16 @@ from abmseg.infer.predict import (
     predict_volume,
 )
 from abmseg.io.channels import read_channels
+from abmseg.io.volume import read_nifti
 from abmseg.models.cyclegan import ResnetGenerator
 from abmseg.models.diffusion import ConditionalDiffusion
 from abmseg.models.mpfpsn import MPFPSN
 from abmseg.models.presets import load_model_preset
+from abmseg.preprocess.normalise import NormaliseSettings, normalise_ct
+from abmseg.preprocess.roi import CropSettings, crop_volumes
+from abmseg.qa.checks import QaSettings
+from abmseg.qa.patient import MAPS, AssessmentPaths, assess_files, assess_prediction
+from abmseg.regions import DEFAULT_REGIONS
 from abmseg.slicing import SliceGeometry
 
 
@@ -201,7 +213,7 @@ def test_infer_patient_writes_exact_geometry(converted, networks, tmp_path):
         paths.ct,
         crop / "roi.json",
         Predictor(networks, torch.device("cpu"), ENSEMBLE, 10.0),
-        PredictionPaths.in_folder(out, summary=False),
+        PredictionPaths.in_folder(out, ct_only=False),
     )
     abm_ct = sitk.ReadImage(str(out / "abm_ct.nii.gz"))
     assert abm_ct.GetSize() == ct.GetSize()
@@ -233,13 +245,32 @@ def test_infer_patient_writes_exact_geometry(converted, networks, tmp_path):
     )
     assert (mutual_information >= 0).all() and (mutual_information <= entropy + 1e-5).all()
     assert mutual_information.max() > 0  # two seeds, each mirrored: the passes disagree
-    qa = json.loads((out / "qa.json").read_text())
-    assert qa["verdict"] in ("pass", "warn", "fail")
+    assert not (out / "qa.json").exists()  # rule qa's, from these maps
+
+
+def test_the_qa_from_written_maps_equals_the_qa_in_memory(converted, networks, tmp_path):
+    """Rule qa judges rule infer's files; rule predict judges the maps in memory. Both must
+    give the same statistics and verdict, or test and CT-only patients would differ."""
+    paths = converted["paths"]
+    ct = read_nifti(paths.ct)
+    cropped = crop_volumes(ct, CropSettings(), patient="SYN001")
+    normalised = normalise_ct(cropped.images["ct"], NormaliseSettings())
+    maps_dir = tmp_path / "maps"
+    maps_dir.mkdir()
+    predictor = Predictor(networks, torch.device("cpu"), ENSEMBLE, 10.0)
+    out = PredictionPaths.in_folder(maps_dir, ct_only=False)
+    maps = predict_patient(normalised, ct, cropped.box, predictor, out)
+    memory, files = (AssessmentPaths.in_folder(tmp_path / name) for name in ("memory", "files"))
+    for folder in ("memory", "files"):
+        (tmp_path / folder).mkdir()
+    args = (DEFAULT_REGIONS, QaSettings(), None)
+    qa = assess_prediction("SYN001", ct, cropped.box, maps, *args, memory)
+    named = {name: maps_dir / file for name, file in MAPS.items()}
+    assert assess_files("SYN001", named, paths.ct, cropped.box, *args, files) == qa
+    for name in ("stats", "stats_json", "qa"):
+        assert getattr(memory, name).read_text() == getattr(files, name).read_text(), name
     assert {"check": "training_profile", "level": "warn"}.items() <= qa["reasons"][0].items()
-    rows = (out / "abm_stats.tsv").read_text().splitlines()
-    assert [row.split("\t")[1] for row in rows[1:]] == [
-        "lumbosacral_spine",
-        "ilium",
-        "lower_pelvis",
-    ]
-    assert sitk.ReadImage(str(out / "qa.png")).GetSize()[0] > 500
+    rows = memory.stats.read_text().splitlines()
+    regions = [row.split("\t")[1] for row in rows[1:]]
+    assert regions == ["lumbosacral_spine", "ilium", "lower_pelvis"]
+    assert sitk.ReadImage(str(memory.qa_png)).GetSize() == (1500, 800)

@@ -26,7 +26,7 @@ PER_PATIENT_CHAIN = {"convert", "register", "crop", "normalise"}
 TRAINING = {"train_stage1", "train_stage2"}
 # What an inference setting reruns: the bundle carries the sampler settings.
 INFERENCE_ONWARD = {
-    "infer", "metrics", "figure", "export_dicom", "bundle", "aggregate", "qa_table", "all",
+    "infer", "qa", "metrics", "figure", "export_dicom", "bundle", "aggregate", "qa_table", "all",
 }  # fmt: skip
 
 
@@ -209,6 +209,14 @@ def test_a_metric_option_reruns_only_the_metrics(pipeline, tmp_path):
 def test_an_inference_option_reruns_inference_onward(pipeline, tmp_path):
     jobs = dry_run(pipeline, write_config(tmp_path, "inference: {steps: 3}"))
     assert rules_of(jobs) == INFERENCE_ONWARD
+
+
+@pytest.mark.slow
+def test_a_qa_limit_reruns_the_qa_not_the_networks(pipeline, tmp_path):
+    """The QA of a test patient is its own rule: a new limit re-judges the written maps. The
+    bundle records the limits (CT-only patients are judged with them), so it is rewritten."""
+    jobs = dry_run(pipeline, write_config(tmp_path, "qa: {max_marrow_entropy: 0.5}"))
+    assert rules_of(jobs) == {"qa", "qa_table", "export_dicom", "bundle", "all"}
 
 
 @pytest.mark.slow

@@ -37,8 +37,8 @@ BUILDERS = {
     "normalise": NormaliseSettings.from_config,
     "split": SplitSettings.from_config,
     "train": TrainSettings.from_config,
-    "infer": lambda config: (
-        InferenceSettings.from_config(config),
+    "infer": InferenceSettings.from_config,
+    "qa": lambda config: (
         QaSettings.from_config(config),
         ConvertSettings.from_config(config).regions,
     ),
@@ -64,7 +64,8 @@ DEFAULTS = {
     "crop": CropSettings(),
     "normalise": NormaliseSettings(),
     "split": SplitSettings(),
-    "infer": (InferenceSettings(), QaSettings(), ConvertSettings().regions),
+    "infer": InferenceSettings(),
+    "qa": (QaSettings(), ConvertSettings().regions),
     "evaluate": EvaluateSettings(),
     "export": ExportSettings(),
 }
@@ -107,7 +108,7 @@ def test_a_changed_value_reaches_the_settings_through_the_rule_params():
     crop = CropSettings.from_config(stage_config(changed, "crop"))
     assert crop.margin_mm == (4.0, 5.0, 6.0)  # floats and a tuple, as ANTs/NumPy code expects
     changed["qa"]["hu_tolerance"] = 80.0
-    assert QaSettings.from_config(stage_config(changed, "infer")).hu_tolerance == 80.0
+    assert QaSettings.from_config(stage_config(changed, "qa")).hu_tolerance == 80.0
     infer = InferenceSettings.from_config(stage_config(changed, "infer"))
     assert (infer.steps, infer.body_threshold) == (7, -0.5)
 

@@ -111,23 +111,44 @@ def _infer(args: argparse.Namespace) -> None:
     from abmseg.atomic import staged_folder
     from abmseg.infer.networks import load_networks
     from abmseg.infer.patient import PredictionPaths, Predictor, infer_patient
+
+    config = load_stage_config(args)
+    networks, device = load_networks(args.model, threads=args.threads, patient=args.patient)
+    predictor = Predictor.from_config(networks, device, config, profile=None)
+    # written beside --out first: a failure leaves no new mask beside older maps
+    with staged_folder(args.out) as staging:
+        paths = PredictionPaths.in_folder(staging, ct_only=False)
+        summary = infer_patient(
+            args.patient, args.ct, args.converted_ct, args.roi, predictor, paths
+        )
+    print(f"{args.patient}: label voxels {summary['voxels_per_label']} on {device}")
+
+
+def _qa(args: argparse.Namespace) -> None:
+    from abmseg.atomic import staged_folder
     from abmseg.io.jsonfile import read_json
+    from abmseg.preprocess.convert import ConvertSettings
+    from abmseg.preprocess.roi import read_roi_box
+    from abmseg.qa.checks import QaSettings
+    from abmseg.qa.patient import MAPS, AssessmentPaths, assess_files
     from abmseg.qa.profile import TrainingProfile
 
     config = load_stage_config(args)
     profile = TrainingProfile.from_dict(read_json(args.profile)) if args.profile else None
-    networks, device = load_networks(args.model, threads=args.threads, patient=args.patient)
-    predictor = Predictor.from_config(networks, device, config, profile)
-    # written beside --out first: a failure leaves no new mask beside an old qa.json
+    maps = {name: Path(args.maps) / file for name, file in MAPS.items()}
     with staged_folder(args.out) as staging:
-        paths = PredictionPaths.in_folder(staging, summary=False)  # a test patient: no summary
-        summary = infer_patient(
-            args.patient, args.ct, args.converted_ct, args.roi, predictor, paths
+        qa = assess_files(
+            args.patient,
+            maps,
+            args.converted_ct,
+            read_roi_box(args.roi, args.patient),
+            ConvertSettings.from_config(config).regions,
+            QaSettings.from_config(config),
+            profile,
+            AssessmentPaths.in_folder(staging),
+            with_spet=not args.no_spet,
         )
-    print(
-        f"{args.patient}: label voxels {summary['voxels_per_label']} on {device}, "
-        f"QA {summary['qa_verdict']}"
-    )
+    print(f"{args.patient}: QA {qa['verdict']} {[r['check'] for r in qa['reasons']]}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -318,17 +339,22 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     infer.add_argument("--converted-ct", required=True, help="converted ct.nii.gz (full grid)")
     infer.add_argument("--roi", required=True, help="the crop's roi.json")
     infer.add_argument(
-        "--profile",
-        help="the run's results/qa/training_profile.json (without it the QA cannot compare the "
-        "CT with the training CTs and warns)",
-    )
-    infer.add_argument(
-        "--out",
-        required=True,
-        help="folder for spet/abm/abm_ct/abm_prob/abm_uncertainty.nii.gz, abm_stats.tsv/json, "
-        "qa.json, qa.png",
+        "--out", required=True, help="folder for spet/abm/abm_ct/abm_prob/abm_uncertainty.nii.gz"
     )
     infer.add_argument("--threads", type=int, default=4, help="CPU threads (without a GPU)")
+
+    qa = _stage(sub, "qa", "statistics, QA flags and QA picture of one inferred patient", _qa)
+    qa.add_argument("--patient", required=True)
+    qa.add_argument("--maps", required=True, help="abmseg infer's --out folder (its maps)")
+    qa.add_argument("--converted-ct", required=True, help="converted ct.nii.gz (full grid)")
+    qa.add_argument("--roi", required=True, help="the crop's roi.json")
+    qa.add_argument(
+        "--profile",
+        help="the run's results/qa/training_profile.json (without it the input CT is not "
+        "compared with the training CTs, and the verdict says so)",
+    )
+    qa.add_argument("--no-spet", action="store_true", help="a variant without sPET (ct_only)")
+    qa.add_argument("--out", required=True, help="folder for abm_stats.tsv/json, qa.json, qa.png")
 
     bundle = _stage(sub, "bundle", "a trained model.pt as a model bundle folder", _bundle)
     bundle.add_argument("--model", required=True, help="the training's model.pt")

@@ -35,14 +35,8 @@ STAGE_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "normalise": ("normalise",),
     "split": ("split",),
     "train": ("seed", "model_preset", "training"),
-    "infer": (
-        "seed",
-        "regions",
-        "inference",
-        "qa",
-        "training.body_threshold",
-        "normalise.suv_ceiling",
-    ),
+    "infer": ("seed", "inference", "training.body_threshold", "normalise.suv_ceiling"),
+    "qa": ("regions", "qa"),
     "evaluate": ("regions", "metrics", "normalise.suv_ceiling"),
     "bundle": (
         "seed",

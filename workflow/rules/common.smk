@@ -88,7 +88,7 @@ wildcard_constraints:
 
 def res(rule_name, key):
     """A scheduler resource of a rule, from config['resources']; a rule added since a config
-    was written (training_profile) falls back to aggregate's."""
+    was written (training_profile, qa) falls back to aggregate's."""
     resources = config["resources"]
     return resources.get(rule_name, resources["aggregate"])[key]
 

@@ -27,6 +27,7 @@ from abmseg.io.volume import read_nifti
 from abmseg.preprocess.normalise import NormaliseSettings, normalise_ct
 from abmseg.preprocess.roi import Cropped, CropSettings, crop_volumes
 from abmseg.progress import ProgressLine
+from abmseg.qa.patient import assess_prediction
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +98,22 @@ def predict_ct_only(
     prepared = prepared or prepare_for_bundle(patient, ct_dir, bundle)
     prepared_at = time.perf_counter()
     box = prepared.cropped.box
-    labels, qa = predict_patient(
-        patient, prepared.normalised, prepared.ct, box, bundle.predictor(), out, progress
-    )
+    predictor = bundle.predictor()
+    maps = predict_patient(prepared.normalised, prepared.ct, box, predictor, out, progress)
+    labels = maps.labels
     log.info("%s: networks ran in %.1f s", patient, time.perf_counter() - prepared_at)
+    qa = {"verdict": None}
+    if out.assessment is not None:
+        qa = assess_prediction(
+            patient,
+            prepared.ct,
+            box,
+            maps,
+            predictor.regions,
+            predictor.qa,
+            predictor.profile,
+            out.assessment,
+        )
     counts = np.bincount(labels.ravel(), minlength=256)
     roi = prepared.cropped.summary(patient, prepared.ct)
     del roi["patient_id"]

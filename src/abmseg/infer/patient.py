@@ -17,21 +17,19 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from abmseg.errors import PatientDataError
 from abmseg.infer.predict import (
     InferenceNetworks,
     InferenceSettings,
-    box_slices,
     paste_into_ct_grid,
     predict_ensemble,
 )
 from abmseg.io.channels import write_channels
-from abmseg.io.jsonfile import read_json
 from abmseg.io.volume import image_like, read_nifti, write_nifti
 from abmseg.preprocess.convert import ConvertSettings
 from abmseg.preprocess.normalise import NormaliseSettings
+from abmseg.preprocess.roi import box_slices, read_roi_box
 from abmseg.qa.checks import QaSettings
-from abmseg.qa.patient import AssessmentPaths, PredictionMaps, assess_prediction
+from abmseg.qa.patient import AssessmentPaths, PredictionMaps
 from abmseg.qa.profile import TrainingProfile
 from abmseg.regions import DEFAULT_REGIONS
 
@@ -39,21 +37,6 @@ from abmseg.regions import DEFAULT_REGIONS
 def spet_to_suv(spet: np.ndarray, suv_ceiling: float) -> np.ndarray:
     """Inverse of the SUV normalisation: [-1, 1] -> [0, ceiling]."""
     return ((spet.astype(np.float32) + 1.0) / 2.0 * suv_ceiling).astype(np.float32)
-
-
-def read_roi_box(roi_json: str | Path, patient: str) -> dict[str, list[int]]:
-    """The crop box (CT index ranges) from the crop rule's roi.json."""
-    box = read_json(roi_json, patient, made_by="crop", keys=("box_ct_index",))["box_ct_index"]
-    if not isinstance(box, dict) or any(
-        not isinstance(box.get(axis), list) or len(box[axis]) != 2 for axis in "xyz"
-    ):
-        raise PatientDataError(
-            patient,
-            roi_json,
-            f"box_ct_index is not an x/y/z box of [start, stop] pairs: {box!r}"[:300],
-            "delete it and rerun the rule 'crop' that makes it",
-        )
-    return box
 
 
 @dataclass(frozen=True)
@@ -89,16 +72,12 @@ class Predictor:
         )
 
 
-OUTPUT_NAMES = {
+MAP_NAMES = {
     "spet": "spet.nii.gz",
     "abm": "abm.nii.gz",
     "abm_ct": "abm_ct.nii.gz",
     "prob": "abm_prob.nii.gz",
     "uncertainty": "abm_uncertainty.nii.gz",
-    "stats": "abm_stats.tsv",
-    "stats_json": "abm_stats.json",
-    "qa": "qa.json",
-    "qa_png": "qa.png",
 }
 
 
@@ -112,28 +91,29 @@ class PredictionPaths:
     abm_ct: Path
     prob: Path
     uncertainty: Path
-    stats: Path
-    stats_json: Path
-    qa: Path
-    qa_png: Path
+    # statistics and QA: written with the maps by rule predict and abmseg predict; rule qa
+    # writes a test patient's (None here)
+    assessment: AssessmentPaths | None = None
     summary: Path | None = None
 
     @classmethod
-    def in_folder(cls, folder: str | Path, summary: bool = True) -> PredictionPaths:
+    def in_folder(cls, folder: str | Path, ct_only: bool = True) -> PredictionPaths:
+        """The files of one prediction in ``folder``: the maps, and for a CT-only patient the
+        statistics, QA and prediction.json too."""
         folder = Path(folder)
-        paths = {key: folder / name for key, name in OUTPUT_NAMES.items()}
-        return cls(**paths, summary=folder / "prediction.json" if summary else None)
+        paths = {key: folder / name for key, name in MAP_NAMES.items()}
+        if not ct_only:
+            return cls(**paths)
+        return cls(**paths, assessment=AssessmentPaths.in_folder(folder),
+                   summary=folder / "prediction.json")  # fmt: skip
 
     @classmethod
     def of_rule(cls, output: Any) -> PredictionPaths:
         """A rule's named outputs (snakemake.output), which carry these names."""
-        paths = {key: Path(getattr(output, key)) for key in OUTPUT_NAMES}
+        paths = {key: Path(getattr(output, key)) for key in MAP_NAMES}
         summary = getattr(output, "summary", None)
-        return cls(**paths, summary=None if summary is None else Path(summary))
-
-    @property
-    def assessment(self) -> AssessmentPaths:
-        return AssessmentPaths(self.stats, self.stats_json, self.qa, self.qa_png)
+        assessment = AssessmentPaths.of_rule(output) if hasattr(output, "qa") else None
+        return cls(**paths, assessment=assessment, summary=summary and Path(summary))
 
 
 def paste_channels(
@@ -148,18 +128,17 @@ def paste_channels(
 
 
 def predict_patient(
-    patient: str,
     normalised: sitk.Image,
     full_ct: sitk.Image,
     box: dict[str, list[int]],
     predictor: Predictor,
     out: PredictionPaths,
     progress: Callable[[int, int], None] | None = None,
-) -> tuple[np.ndarray, dict[str, Any]]:
+) -> PredictionMaps:
     """Run the networks over the normalised, cropped CT (``inference.samples`` seeds, mirrored
-    too with ``inference.tta``) and write: sPET (SUV) and ABM on the cropped grid; the ABM, the
-    mean class probabilities and the uncertainty maps on the full CT grid; the statistics, QA
-    record and QA picture. Returns the cropped label map and the QA record."""
+    too with ``inference.tta``) and write sPET (SUV) and ABM on the cropped grid, and the ABM,
+    the mean class probabilities and the uncertainty maps on the full CT grid. Returns the maps
+    on the cropped grid, for the statistics and QA (abmseg.qa.patient)."""
     settings = predictor.settings
     spet, summary = predict_ensemble(
         sitk.GetArrayFromImage(normalised),
@@ -181,25 +160,13 @@ def predict_patient(
     write_channels(paste_channels(summary.mean, box, full_shape, 1.0), full_ct, out.prob)
     uncertainty = np.stack([summary.predictive_entropy, summary.mutual_information])
     write_channels(paste_channels(uncertainty, box, full_shape, 0.0), full_ct, out.uncertainty)
-    maps = PredictionMaps(
+    return PredictionMaps(
         labels,
         summary.mean,
         summary.predictive_entropy,
         summary.mutual_information,
         spet_suv if predictor.networks.g_ct2pet is not None else None,
-        summary.passes,
     )
-    qa = assess_prediction(
-        patient,
-        full_ct,
-        box,
-        maps,
-        predictor.regions,
-        predictor.qa,
-        predictor.profile,
-        out.assessment,
-    )
-    return labels, qa
 
 
 def infer_patient(
@@ -210,14 +177,14 @@ def infer_patient(
     predictor: Predictor,
     out: PredictionPaths,
 ) -> dict:
-    """Rule infer: a test patient from the pipeline's files; returns the label counts."""
+    """Rule infer: a test patient from the pipeline's files; returns the label counts (its
+    statistics and QA are rule qa's, from the written maps)."""
     box = read_roi_box(roi_json, patient)
     ct_image = read_nifti(normalized_ct, patient, made_by="normalise")
     full_ct = read_nifti(converted_ct, patient, made_by="convert")
-    labels, qa = predict_patient(patient, ct_image, full_ct, box, predictor, out)
-    counts = np.bincount(labels.ravel(), minlength=4)
+    maps = predict_patient(ct_image, full_ct, box, predictor, out)
+    counts = np.bincount(maps.labels.ravel(), minlength=4)
     return {
         "patient_id": patient,
         "voxels_per_label": {str(k): int(v) for k, v in enumerate(counts)},
-        "qa_verdict": qa["verdict"],
     }

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from abmseg.infer.uncertainty import EnsembleAccumulator, EnsembleSummary
+from abmseg.preprocess.roi import box_slices
 from abmseg.settings import from_section
 from abmseg.slicing import SliceGeometry, body_slices
 
@@ -207,14 +208,6 @@ def _predict_pass(
         probabilities = np.zeros((networks.mpfpsn.n_classes, *ct.shape), dtype=np.float32)
         probabilities[0] = 1.0
     return spet, probabilities
-
-
-def box_slices(box: Mapping[str, list[int]], shape_zyx: tuple[int, ...]) -> tuple[slice, ...]:
-    """The (z, y, x) slices of the ROI box, checked against the cropped map's shape."""
-    (x0, x1), (y0, y1), (z0, z1) = box["x"], box["y"], box["z"]
-    if tuple(shape_zyx) != (z1 - z0, y1 - y0, x1 - x0):
-        raise ValueError(f"map shape {tuple(shape_zyx)} does not match the ROI box {box}")
-    return slice(z0, z1), slice(y0, y1), slice(x0, x1)
 
 
 def paste_into_ct_grid(

@@ -19,6 +19,7 @@ from skimage.filters import threshold_otsu
 
 from abmseg.atomic import write_json
 from abmseg.errors import PatientDataError
+from abmseg.io.jsonfile import read_json
 from abmseg.io.volume import image_like, read_nifti, write_nifti
 from abmseg.settings import from_section
 
@@ -58,6 +59,32 @@ def body_mask(hu: np.ndarray) -> tuple[np.ndarray, float]:
     for z in range(mask.shape[0]):
         mask[z] = ndimage.binary_fill_holes(mask[z])
     return mask, threshold
+
+
+def read_roi_box(roi_json: str | Path, patient: str) -> dict[str, list[int]]:
+    """The crop box (CT index ranges) from the crop rule's roi.json."""
+    box = read_json(roi_json, patient, made_by="crop", keys=("box_ct_index",))["box_ct_index"]
+    if not isinstance(box, dict) or any(
+        not isinstance(box.get(axis), list) or len(box[axis]) != 2 for axis in "xyz"
+    ):
+        raise PatientDataError(
+            patient,
+            roi_json,
+            f"box_ct_index is not an x/y/z box of [start, stop] pairs: {box!r}"[:300],
+            "delete it and rerun the rule 'crop' that makes it",
+        )
+    return box
+
+
+def box_slices(
+    box: Mapping[str, list[int]], shape_zyx: tuple[int, ...] | None = None
+) -> tuple[slice, slice, slice]:
+    """The (z, y, x) slices of a ROI box (half-open CT index ranges per axis); with
+    ``shape_zyx``, checked against the shape of a map on the cropped grid."""
+    (x0, x1), (y0, y1), (z0, z1) = box["x"], box["y"], box["z"]
+    if shape_zyx is not None and tuple(shape_zyx) != (z1 - z0, y1 - y0, x1 - x0):
+        raise ValueError(f"map shape {tuple(shape_zyx)} does not match the ROI box {box}")
+    return slice(z0, z1), slice(y0, y1), slice(x0, x1)
 
 
 def roi_box(

@@ -1,8 +1,9 @@
 """One prediction's statistics, QA verdict and QA picture, written beside its masks.
 
-Rule infer, rule predict and ``abmseg predict`` all call :func:`assess_prediction` after the
-networks ran, so a test patient and a CT-only patient get the same files (abm_stats.tsv,
-abm_stats.json, qa.json, qa.png).
+Rule predict and ``abmseg predict`` call :func:`assess_prediction` on the maps in memory right
+after the networks ran; rule qa (``abmseg qa``) calls :func:`assess_files` on the maps rule
+infer wrote, so changing a QA limit does not rerun the networks. Both give the same files
+(abm_stats.tsv, abm_stats.json, qa.json, qa.png).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from abmseg.atomic import write_json
-from abmseg.io.volume import image_like
+from abmseg.io.channels import read_channels
+from abmseg.io.volume import image_like, read_nifti
+from abmseg.preprocess.roi import box_slices
 from abmseg.qa.checks import QaSettings, assess
 from abmseg.qa.measure import measure_ct
 from abmseg.qa.profile import TrainingProfile, region_volumes_ml
@@ -25,12 +28,36 @@ from abmseg.qa.stats import marrow_mean_entropy, region_statistics, write_stats_
 RESEARCH_USE = "Research use only: not a medical device, not for clinical decisions."
 
 
+# rule infer's maps the assessment reads (abmseg qa --maps FOLDER)
+MAPS = {
+    "abm": "abm.nii.gz",
+    "spet": "spet.nii.gz",
+    "prob": "abm_prob.nii.gz",
+    "uncertainty": "abm_uncertainty.nii.gz",
+}
+ASSESSMENT_NAMES = {
+    "stats": "abm_stats.tsv",
+    "stats_json": "abm_stats.json",
+    "qa": "qa.json",
+    "qa_png": "qa.png",
+}
+
+
 @dataclass(frozen=True)
 class AssessmentPaths:
     stats: Path
     stats_json: Path
     qa: Path
     qa_png: Path
+
+    @classmethod
+    def in_folder(cls, folder: str | Path) -> AssessmentPaths:
+        return cls(**{key: Path(folder) / name for key, name in ASSESSMENT_NAMES.items()})
+
+    @classmethod
+    def of_rule(cls, output: Any) -> AssessmentPaths:
+        """A rule's named outputs (snakemake.output), which carry these names."""
+        return cls(**{key: Path(getattr(output, key)) for key in ASSESSMENT_NAMES})
 
 
 @dataclass(frozen=True)
@@ -42,13 +69,12 @@ class PredictionMaps:
     entropy: np.ndarray
     mutual_information: np.ndarray
     spet_suv: np.ndarray | None  # None for a variant without sPET
-    passes: int
 
 
 def crop_to_box(image: sitk.Image, box: Mapping[str, list[int]]) -> sitk.Image:
     """``image`` inside the ROI box, placed where it lies in the world."""
-    (x0, x1), (y0, y1), (z0, z1) = box["x"], box["y"], box["z"]
-    return image[x0:x1, y0:y1, z0:z1]
+    z, y, x = box_slices(box)
+    return image[x, y, z]
 
 
 def in_lps(
@@ -119,7 +145,6 @@ def assess_prediction(
             "regions": rows,
             "marrow_mean_entropy": marrow_entropy,
             "uncertain_entropy_nats": settings.uncertain_entropy,
-            "passes": maps.passes,
             "qa_verdict": qa["verdict"],
             "notice": RESEARCH_USE,
         },
@@ -127,3 +152,35 @@ def assess_prediction(
     write_json(out.qa, qa)
     qa_figure(out.qa_png, hu, spacing_zyx, maps.labels, maps.entropy, regions, rows, qa, patient)
     return qa
+
+
+def assess_files(
+    patient: str,
+    maps: Mapping[str, str | Path],
+    converted_ct: str | Path,
+    box: Mapping[str, list[int]],
+    regions: Mapping[str, int],
+    settings: QaSettings,
+    profile: TrainingProfile | None,
+    out: AssessmentPaths,
+    with_spet: bool = True,
+) -> dict[str, Any]:
+    """:func:`assess_prediction` from rule infer's files: ``maps`` names its ``abm`` and
+    ``spet`` (cropped grid), ``prob`` and ``uncertainty`` (CT grid); ``with_spet`` False for a
+    variant without sPET (its spet.nii.gz is a blank)."""
+    full_ct = read_nifti(converted_ct, patient, made_by="convert")
+    probabilities, _ = read_channels(maps["prob"], patient, made_by="infer")
+    uncertainty, _ = read_channels(maps["uncertainty"], patient, made_by="infer")
+    inside = (slice(None), *box_slices(box))
+    labels = sitk.GetArrayFromImage(read_nifti(maps["abm"], patient, made_by="infer"))
+    spet = None
+    if with_spet:
+        spet = sitk.GetArrayFromImage(read_nifti(maps["spet"], patient, made_by="infer"))
+    prediction = PredictionMaps(
+        labels,
+        np.ascontiguousarray(probabilities[inside]),
+        np.ascontiguousarray(uncertainty[inside][0]),
+        np.ascontiguousarray(uncertainty[inside][1]),
+        spet,
+    )
+    return assess_prediction(patient, full_ct, box, prediction, regions, settings, profile, out)
