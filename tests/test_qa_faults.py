@@ -104,7 +104,7 @@ def qa_of(bundle, raw: Path, tmp_path: Path, plant) -> dict:
     out = PredictionPaths.in_folder(tmp_path / "out")
     out.spet.parent.mkdir()
     predict_ct_only("QA01", ct, bundle, out)
-    return json.loads(out.qa.read_text())
+    return json.loads(out.assessment.qa.read_text())
 
 
 def fired(qa: dict) -> dict[str, str]:

@@ -46,6 +46,9 @@ CPU_RULES = {
     "figure",
     "export_dicom",
     "bundle",
+    "training_profile",
+    "qa",
+    "qa_table",
 }
 SACCT_FIELDS = ("JobIDRaw", "State", "ExitCode", "Comment", "AllocTRES", "Partition")
 
@@ -187,8 +190,8 @@ def configured_resources() -> dict[str, dict]:
 
 def expected_jobs(work: Path) -> Counter:
     """Jobs per rule, from the run's own split: preprocessing per patient, training once,
-    inference, metrics and DICOM export per test patient, figures for the first three test
-    patients, one model bundle."""
+    inference, QA, metrics and DICOM export per test patient, figures for the first three test
+    patients, one model bundle, training profile and QA table."""
     rows = (work / "results" / "split.tsv").read_text().splitlines()[1:]
     subsets = [line.split("\t")[1] for line in rows]
     n, n_test = len(subsets), subsets.count("test")
@@ -206,6 +209,9 @@ def expected_jobs(work: Path) -> Counter:
         figure=min(3, n_test),
         export_dicom=n_test,
         bundle=1,
+        training_profile=1,
+        qa=n_test,
+        qa_table=1,
     )
 
 
@@ -251,6 +257,7 @@ def test_jobs_got_the_cores_and_memory_the_config_gives_them(slurm_run):
     for job in slurm_run["jobs"]:
         rule = rule_of(job)
         tres = tres_of(job)
-        want = resources[rule]
+        # as common.smk's res(): a rule without an entry of its own takes aggregate's
+        want = resources.get(rule, resources["aggregate"])
         assert tres.get("cpu") == str(want["threads"]), (rule, job["AllocTRES"], want)
         assert tres.get("mem") == f"{want['mem_mb']}M", (rule, job["AllocTRES"], want)
