@@ -93,7 +93,8 @@ def main() -> None:
         for name, seconds in timings.items():
             print(f"| {name} | {seconds:.2f} |")
         print(f"| total | {sum(timings.values()):.2f} |")
-        sizes = {p.name: p.stat().st_size / 2**20 for p in (out.prob, out.uncertainty, out.qa_png)}
+        files = (out.prob, out.uncertainty, out.assessment.qa_png)
+        sizes = {p.name: p.stat().st_size / 2**20 for p in files}
         sizes["abm_prob_seg.dcm"] = (tmp / "prob_seg.dcm").stat().st_size / 2**20
         print("MiB: " + ", ".join(f"{k} {v:.1f}" for k, v in sizes.items()))
         print(sitk.ReadImage(str(out.prob)).GetSize())
