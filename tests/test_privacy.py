@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import logging
 import zipfile
 from pathlib import Path
 
@@ -151,3 +152,43 @@ def test_no_identifier_in_any_output_of_a_run(pipeline):
             header = nifti.read(348)
         assert header[NIFTI_DESCRIP].strip(b"\x00") == b"", path
         assert header[NIFTI_AUX_FILE].strip(b"\x00") == b"", path
+
+
+def test_a_sop_instance_uid_in_a_log_is_found(tmp_path, header, identifiers):
+    """highdicom once quoted the CT slice's SOP Instance UID in every export's log."""
+    quoted = f'copy Patient-related attributes from dataset "{header.SOPInstanceUID}"'
+    (tmp_path / "export.log").write_text(f"INFO highdicom.base: {quoted}\n")
+    findings, _ = scan([tmp_path], identifiers)
+    assert {f.identifier.kind for f in findings} == {"SOPInstanceUID"}
+
+
+def export_log_findings(folder: Path, converted: dict, identifiers) -> list:
+    """Export a SEG with a rule's logging (abmseg.step) and scan the log it leaves."""
+    from abmseg.io.dicom_series import read_series
+    from abmseg.rt.seg import write_dicom_seg
+    from abmseg.step import _configure
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    log = folder / "logs" / "export.log"
+    try:
+        _configure(log)
+        series = read_series(converted["raw"] / "CT", "CT", "SYN001")
+        label = sitk.ReadImage(str(converted["paths"].label))
+        write_dicom_seg(label, series, {"a": 1, "b": 2, "c": 3}, folder / "seg.dcm", "SYN001")
+        logging.getLogger("abmseg.export_dicom").info("SEG written")
+        for handler in root.handlers:
+            handler.close()
+    finally:
+        root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+    assert "SEG written" in log.read_text()  # the log was written to
+    return scan([log.parent], identifiers)[0]
+
+
+def test_exporting_a_seg_logs_no_dicom_identifier(tmp_path, converted, identifiers, monkeypatch):
+    assert export_log_findings(tmp_path / "quiet", converted, identifiers) == []
+    # the control: with highdicom's INFO lines let through, the log names a slice's UID
+    monkeypatch.setattr("abmseg.step.IDENTIFYING_LOGGERS", ())
+    monkeypatch.setattr(logging.getLogger("highdicom"), "level", logging.NOTSET)
+    loud = export_log_findings(tmp_path / "loud", converted, identifiers)
+    assert {f.identifier.kind for f in loud} == {"SOPInstanceUID"}

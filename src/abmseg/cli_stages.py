@@ -237,10 +237,12 @@ def _predict(args: argparse.Namespace) -> None:
     from abmseg.infer.cpu_sampler import choose_sampler
     from abmseg.infer.ct_only import SliceProgress, predict_into_folder
     from abmseg.infer.model_bundle import load_model_bundle
+    from abmseg.step import quiet_identifying_loggers
 
     begin = time.perf_counter()
     if not args.quiet:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+        quiet_identifying_loggers()
     patient = args.patient or Path(args.out).resolve().name
     why = check_patient_id(patient)
     if why:

@@ -21,6 +21,15 @@ from abmseg.errors import UserError
 from abmseg.provenance.record import FileSource, JobRecorder
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Libraries whose INFO lines quote DICOM identifiers: highdicom names the SOP Instance UID of the
+# CT slice it copies patient and study attributes from. Their warnings still come through.
+IDENTIFYING_LOGGERS = ("highdicom",)
+
+
+def quiet_identifying_loggers() -> None:
+    """Keep the INFO lines of IDENTIFYING_LOGGERS out of logs and the console."""
+    for name in IDENTIFYING_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _configure(log_path: str | Path | None) -> None:
@@ -29,6 +38,7 @@ def _configure(log_path: str | Path | None) -> None:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_path, mode="w"))
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, handlers=handlers, force=True)
+    quiet_identifying_loggers()
 
 
 @contextmanager

@@ -18,7 +18,8 @@ from pydicom.errors import InvalidDicomError
 MIN_LENGTH = 4
 NAME_TAGS = ("PatientName", "PatientBirthName", "PatientMotherBirthName", "OtherPatientNames")
 ID_TAGS = ("PatientID", "OtherPatientIDs", "AccessionNumber", "StudyID")
-UID_TAGS = ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")
+# SOPInstanceUID: each file's own; libraries quote it in their log lines (highdicom did).
+UID_TAGS = ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID", "SOPInstanceUID")
 
 
 @dataclass(frozen=True)
