@@ -29,7 +29,7 @@ from abmseg.preprocess.convert import ConvertSettings
 from abmseg.preprocess.normalise import NormaliseSettings
 from abmseg.preprocess.roi import box_slices, read_roi_box
 from abmseg.qa.checks import QaSettings
-from abmseg.qa.patient import AssessmentPaths, PredictionMaps
+from abmseg.qa.patient import MAPS, AssessmentPaths, PredictionMaps
 from abmseg.qa.profile import TrainingProfile
 from abmseg.regions import DEFAULT_REGIONS
 
@@ -72,13 +72,8 @@ class Predictor:
         )
 
 
-MAP_NAMES = {
-    "spet": "spet.nii.gz",
-    "abm": "abm.nii.gz",
-    "abm_ct": "abm_ct.nii.gz",
-    "prob": "abm_prob.nii.gz",
-    "uncertainty": "abm_uncertainty.nii.gz",
-}
+# the maps rule qa reads, and the mask on the CT grid for the DICOM export
+MAP_NAMES = {**MAPS, "abm_ct": "abm_ct.nii.gz"}
 
 
 @dataclass(frozen=True)

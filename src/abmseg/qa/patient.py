@@ -109,7 +109,7 @@ def assess_prediction(
     from abmseg.evaluate.qa_figure import qa_figure  # matplotlib only when a picture is drawn
 
     grid = crop_to_box(full_ct, box)
-    hu = sitk.GetArrayFromImage(grid).astype(np.float32)
+    hu = sitk.GetArrayViewFromImage(grid).astype(np.float32)  # one copy, not two
     spacing_zyx = tuple(reversed(full_ct.GetSpacing()))
     rows = region_statistics(
         patient,
