@@ -65,8 +65,14 @@ def main() -> None:
         work = root / "work"
         work.mkdir()
         targets = [f"results/converted/{p}/meta.json" for p in patients]
+        # checkouts before 0.2.0 have the Snakefile at the top level
+        snakefile = next(
+            path
+            for path in (checkout / "workflow" / "Snakefile", checkout / "Snakefile")
+            if path.is_file()
+        )
         command = [
-            sys.executable, "-m", "snakemake", "--snakefile", str(checkout / "Snakefile"),
+            sys.executable, "-m", "snakemake", "--snakefile", str(snakefile),
             "--directory", str(work), "--profile", str(checkout / "slurm"),
             "--slurm-init-seconds-before-status-checks", "2", "--latency-wait", "5", *targets,
             "--configfile", str(checkout / "config" / "config.yaml"),

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from deploy import deploy, release_tree
 
 from abmseg.preprocess.convert import ConvertedPaths, convert_patient
 from abmseg.synth import generate_cohort
@@ -84,7 +85,8 @@ inference:
 
 
 def pipeline_snakemake(work: Path, sheet: Path, fast: Path, *args: str):
-    """Snakemake on a finished run's folders (demo config + the fast overrides)."""
+    """Snakemake on a finished run's folders (demo config + the fast overrides), through the
+    work folder's own deployed Snakefile where it has one."""
     return run_snakemake(work, sheet, *args, configfiles=[REPO / "config" / "demo.yaml", fast])
 
 
@@ -102,8 +104,11 @@ def run_folders(tmp_path_factory, name: str) -> dict:
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory):
     """One finished tiny run of the whole DAG, shared by the tests that read or dry-run it (tests
-    that change a file put it back as it was)."""
+    that change a file put it back as it was). It runs the way a Snakemake user runs it: the
+    workflow deployed with snakedeploy into the work folder, as a module (tests/deploy.py)."""
     run = run_folders(tmp_path_factory, "pipeline")
+    release = release_tree(run["root"] / "release")
+    run["snakefile"] = deploy(release, run["work"])
     result = pipeline_snakemake(run["work"], run["sheet"], run["fast"], "--cores", "2")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return run

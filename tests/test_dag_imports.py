@@ -14,7 +14,7 @@ IMPORT = re.compile(r"^\s*(?:from\s+(abmseg[\w.]*)\s+import|import\s+(abmseg[\w.
 
 
 def workflow_modules() -> list[str]:
-    files = [REPO / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]
+    files = [REPO / "workflow" / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]
     found = {a or b for path in files for a, b in IMPORT.findall(path.read_text())}
     return sorted(found)
 

@@ -304,7 +304,7 @@ def test_code_version_matches_git_and_changes_with_the_code(tmp_path):
     assert isinstance(code["dirty"], bool)
     # The source hash covers the scripts and the workflow: a copy with one changed rule differs.
     copy = tmp_path / "repo"
-    for name in ("src/abmseg/__init__.py", "scripts/split.py", "Snakefile"):
+    for name in ("src/abmseg/__init__.py", "scripts/split.py", "workflow/Snakefile"):
         (copy / name).parent.mkdir(parents=True, exist_ok=True)
         (copy / name).write_bytes((REPO / name).read_bytes())
     before = environment.source_sha256(copy)

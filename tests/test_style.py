@@ -25,7 +25,7 @@ def test_ruff_format_is_clean():
 
 
 def test_snakefmt_is_clean():
-    result = run(str(BIN / "snakefmt"), "--check", "Snakefile", "workflow/rules")
+    result = run(str(BIN / "snakefmt"), "--check", "workflow/Snakefile", "workflow/rules")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -69,6 +69,28 @@ def _export_prov(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: {jobs} jobs, {files} files (PROV-JSON, read back and verified)")
 
 
+def _export_crate(args: argparse.Namespace) -> int:
+    from abmseg.provenance.crate import export_crate
+
+    if len(args.paths) > 2:
+        print("abmseg: error: export-crate takes [RESULTS] OUT", file=sys.stderr)
+        return 2
+    results, out = args.paths if len(args.paths) == 2 else ("results", args.paths[0])
+    if args.agent_id and not args.agent:
+        print("abmseg: error: --agent-id needs --agent (the person's name)", file=sys.stderr)
+        return 2
+    agent = (
+        {"name": args.agent, "id": args.agent_id or f"#agent-{args.agent}"} if args.agent else None
+    )
+    summary = export_crate(results, out, workflow=args.workflow, agent=agent, name=args.name)
+    print(
+        f"wrote {summary.out}: {summary.jobs} jobs of {summary.rules} rules, {summary.results} "
+        f"result files ({summary.payload_bytes / 2**20:.1f} MiB, each checked against its "
+        f"recorded SHA-256), {summary.raw_inputs} raw inputs described (not copied)"
+    )
+    return 0
+
+
 def _phi_scan(args: argparse.Namespace) -> int:
     from abmseg.privacy.identifiers import identifiers_in
     from abmseg.privacy.scan import scan
@@ -139,6 +161,29 @@ def add_audit_commands(sub: argparse._SubParsersAction) -> None:
     export.add_argument("results", help="the results/ folder (or a folder in it)")
     export.add_argument("-o", "--out", default="run.prov.json", help="PROV-JSON file to write")
     export.set_defaults(func=_export_prov)
+
+    crate = sub.add_parser(
+        "export-crate",
+        help="write the run as a Workflow Run RO-Crate (Provenance Run Crate profile)",
+        description="Write a finished run as a Workflow Run RO-Crate: the workflow source, every "
+        "result file (checked against its record) and ro-crate-metadata.json with one "
+        "CreateAction per job. Raw inputs are described with their SHA-256, not copied.",
+    )
+    crate.add_argument(
+        "paths",
+        nargs="+",
+        metavar="[RESULTS] OUT",
+        help="the results/ folder (default: results) and the crate to write: a new folder, or a "
+        "file ending in .zip",
+    )
+    crate.add_argument(
+        "--workflow",
+        help="the abmseg checkout that ran the pipeline (default: the one this abmseg runs from)",
+    )
+    crate.add_argument("--agent", help="name of the person who ran the workflow")
+    crate.add_argument("--agent-id", help="their identifier, e.g. an ORCID URL")
+    crate.add_argument("--name", help="the crate's name (default: 'abmseg run in <folder>')")
+    crate.set_defaults(func=_export_crate)
 
     phi = sub.add_parser(
         "phi-scan", help="search outputs for the names, IDs, dates and UIDs of DICOM headers"

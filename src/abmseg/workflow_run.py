@@ -2,6 +2,8 @@
 
 Results go to ``workdir``; the workflow's own config/config.yaml is always the base, further
 config files and ``key=value`` overrides are merged over it, as `snakemake --configfile` does.
+A work folder deployed with snakedeploy (it has its own workflow/Snakefile, which loads this
+workflow as a module) runs through that Snakefile.
 """
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ def snakemake_command(
     configfiles: Sequence[str | Path] = (),
     config: Sequence[str] = (),
 ) -> list[str]:
-    """The command line: this interpreter's snakemake on REPO/Snakefile, results in workdir."""
+    """The command line: this interpreter's snakemake on REPO/workflow/Snakefile (or the work
+    folder's own, where it is a deployment), results in workdir."""
+    deployed = Path(workdir) / "workflow" / "Snakefile"
+    snakefile = deployed if deployed.is_file() else REPO / "workflow" / "Snakefile"
     return [
         sys.executable,
         "-m",
         "snakemake",
         "--snakefile",
-        str(REPO / "Snakefile"),
+        str(snakefile),
         "--directory",
         str(workdir),
         "--configfile",

@@ -1,5 +1,4 @@
 import gc
-from pathlib import Path
 
 from snakemake.utils import validate
 
@@ -9,6 +8,7 @@ from abmseg.cohort.sheet import load_sheet
 from abmseg.cohort.split import SplitSettings
 from abmseg.errors import UserError
 from abmseg.infer.bundle_manifest import resolve_configured_bundle
+from abmseg.models.presets import PRESET_DIR
 from abmseg.settings import stage_config as config_of_stage
 from abmseg.study.plan import StudyPlan
 from abmseg.variants import VARIANTS as VARIANT_SPECS
@@ -36,8 +36,9 @@ SCORED_PATIENTS = PLAN.scored
 SPLIT = PLAN.split
 TRAIN_PATIENTS = PLAN.train
 TEST_PATIENTS = PLAN.test
+# The preset files the package reads (not the caller's folder: this workflow may run as a module).
 MODEL_PRESET_FILES = [
-    str(Path(workflow.basedir) / "config" / "models" / f"{network}.yaml")
+    str(PRESET_DIR / f"{network}.yaml")
     for network in ("cyclegan", "diffusion", "mpfpsn")
 ]
 VARIANTS = config["variants"]

@@ -1,16 +1,26 @@
 """A model bundle's manifest (bundle.json) and its checks, without torch.
 
 The workflow verifies a configured bundle while it builds its DAG (config ``model_bundle``):
-format, version, manifest digest and every weight file's size and SHA-256. None of that needs a
-network, so it lives here, apart from abmseg.infer.model_bundle (which builds and loads the
-networks and re-exports these names): importing torch would cost every Snakemake start,
+format, format version, manifest digest and every weight file's size and SHA-256. None of that
+needs a network, so it lives here, apart from abmseg.infer.model_bundle (which builds and loads
+the networks and re-exports these names): importing torch would cost every Snakemake start,
 twice per job under SLURM, seconds for nothing.
+
+Versions: a bundle records its own format version, "MAJOR.MINOR" (``FORMAT_VERSION``; abmseg
+0.1.0 wrote the integer 1, read as "1.0"). A bundle loads in any abmseg that reads its MAJOR,
+whatever its minor: a minor version only adds optional keys, which an older reader ignores, and
+never changes what an existing key means (such a change, or one to how ``manifest_sha256`` is
+computed, is a new MAJOR). A bundle of another MAJOR is refused, naming both versions. The
+``abmseg_version`` that wrote the bundle is recorded for information only; it is not compared
+with the running abmseg (CHANGELOG.md states the policy).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -21,7 +31,9 @@ from abmseg.variants import get_variant
 
 MANIFEST = "bundle.json"
 BUNDLE_FORMAT = "abmseg-model-bundle"
-FORMAT_VERSION = 1
+# The bundle format this abmseg writes, "MAJOR.MINOR"; it reads every bundle of the same MAJOR.
+FORMAT_VERSION = "1.0"
+FORMAT_MAJOR = int(FORMAT_VERSION.split(".")[0])
 WEIGHTS = "weights"
 # Inference network -> the key of its preset in the manifest's ``presets``.
 PRESET_KEYS = {"mpfpsn": "mpfpsn", "g_ct2pet": "cyclegan", "diffusion": "diffusion"}
@@ -39,10 +51,27 @@ REQUIRED = (
 
 def manifest_digest(manifest: dict) -> str:
     """SHA-256 of the manifest's canonical JSON without its own ``manifest_sha256`` field: an
-    edited bundle.json (settings, regions, recorded weight hashes) no longer matches it."""
+    edited bundle.json (settings, regions, recorded weight hashes) no longer matches it.
+
+    Every other key is covered, the ones this abmseg does not know included (a newer minor
+    version's optional keys), and the manifest is hashed as read, before any key is interpreted
+    (an old bundle's integer ``format_version`` included), so a bundle verifies in every reader
+    of its major version. Changing this definition is a new major format version."""
     body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def parse_format_version(value: Any) -> tuple[int, int] | None:
+    """A manifest's ``format_version`` as (major, minor): "MAJOR.MINOR", or an integer N read as
+    N.0 (abmseg 0.1.0 wrote 1); None when it is neither."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value, 0
+    if isinstance(value, str):
+        match = re.fullmatch(r"(\d+)\.(\d+)", value)
+        if match:
+            return int(match[1]), int(match[2])
+    return None
 
 
 def locate_bundle(folder: str | Path) -> tuple[Path, Path]:
@@ -53,8 +82,28 @@ def locate_bundle(folder: str | Path) -> tuple[Path, Path]:
     return path, path / MANIFEST
 
 
+def check_format_version(manifest: dict, refuse: Callable[..., PatientDataError]) -> None:
+    """Refuse a bundle whose format MAJOR is not this abmseg's (``refuse(problem, fix)`` builds
+    the error); any minor of the same MAJOR passes, newer ones included."""
+    value, running = manifest.get("format_version"), abmseg.__version__
+    reads = f"abmseg {running} reads bundle format {FORMAT_MAJOR}.x"
+    found = parse_format_version(value)
+    if found is None:
+        raise refuse(f"bundle format version {value!r} is not MAJOR.MINOR; {reads}")
+    if found[0] == FORMAT_MAJOR:
+        return
+    writer = manifest.get("abmseg_version")
+    written = f"abmseg {writer}" if isinstance(writer, str) and writer else "an unknown abmseg"
+    raise refuse(
+        f"bundle format version {found[0]}.{found[1]} (written by {written}); {reads}",
+        f"install an abmseg that reads bundle format {found[0]}.x (CHANGELOG.md names them), "
+        f"or retrain the model with abmseg {running} and bundle it again",
+    )
+
+
 def read_manifest(root: Path, manifest_path: Path, patient: str | None) -> dict:
-    """The manifest after the checks that need no weight file (format, keys, version, variant)."""
+    """The manifest after the checks that need no weight file (format and its version, keys,
+    digest, variant). Keys this abmseg does not know (a newer minor version's) are ignored."""
 
     def refuse(problem: str, fix: str = FIX_COPY) -> PatientDataError:
         return PatientDataError(patient, manifest_path, problem, fix)
@@ -76,18 +125,10 @@ def read_manifest(root: Path, manifest_path: Path, patient: str | None) -> dict:
         raise refuse(
             f"bundle.json is not an {BUNDLE_FORMAT} manifest (format {found!r})", FIX_POINT
         )
-    version, running = manifest.get("abmseg_version"), abmseg.__version__
-    other = f"install abmseg=={version} to use this bundle, or retrain with this version"
-    if manifest.get("format_version") != FORMAT_VERSION:
-        found = manifest.get("format_version")
-        raise refuse(
-            f"bundle format version {found!r}; abmseg {running} reads {FORMAT_VERSION}", other
-        )
+    check_format_version(manifest, refuse)
     missing = [key for key in REQUIRED if key not in manifest]
     if missing:
         raise refuse(f"bundle.json lacks the key(s) {', '.join(missing)}")
-    if version != running:
-        raise refuse(f"the bundle was written by abmseg {version}, this is abmseg {running}", other)
     if manifest["manifest_sha256"] != manifest_digest(manifest):
         raise refuse(
             "bundle.json does not match its own manifest_sha256: it was edited after it was "
@@ -148,7 +189,8 @@ def check_digest(path: Path, entry: dict, size: int, sha: str, patient: str | No
 
 
 def verify_model_bundle(folder: str | Path, patient: str | None = None) -> dict:
-    """Manifest after every check except building networks (format, version, files, SHA-256).
+    """Manifest after every check except building networks (format and its version, files,
+    SHA-256).
 
     Cheap enough for a workflow to run before it schedules inference on every patient.
     """
@@ -163,10 +205,10 @@ def verify_model_bundle(folder: str | Path, patient: str | None = None) -> dict:
 def resolve_configured_bundle(
     path: str | Path, results: str | Path = "results"
 ) -> tuple[str, dict]:
-    """config 'model_bundle' as an absolute folder and its verified manifest (format, version,
-    SHA-256 of the manifest and of every weight file), checked before any job is planned. It may
-    not lie inside the run's ``results`` folder: a rule writes there, and predicting from it
-    could retrain it. A relative path is taken from the working directory."""
+    """config 'model_bundle' as an absolute folder and its verified manifest (format and its
+    version, SHA-256 of the manifest and of every weight file), checked before any job is
+    planned. It may not lie inside the run's ``results`` folder: a rule writes there, and
+    predicting from it could retrain it. A relative path is taken from the working directory."""
     folder = Path(path).resolve()
     if Path(results).resolve() in folder.parents:
         raise ConfigError(
@@ -193,14 +235,17 @@ __all__ = [
     "BUNDLE_FORMAT",
     "FIX_COPY",
     "FIX_POINT",
+    "FORMAT_MAJOR",
     "FORMAT_VERSION",
     "MANIFEST",
     "PRESET_KEYS",
     "REQUIRED",
     "WEIGHTS",
     "check_digest",
+    "check_format_version",
     "locate_bundle",
     "manifest_digest",
+    "parse_format_version",
     "read_manifest",
     "resolve_configured_bundle",
     "verify_model_bundle",

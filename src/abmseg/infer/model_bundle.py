@@ -3,7 +3,8 @@
 Layout::
 
     <folder>/
-      bundle.json          the manifest: format and abmseg version, variant and stage, the presets
+      bundle.json          the manifest: format and its version ("MAJOR.MINOR"), the abmseg
+                           version that wrote it (for information), variant and stage, the presets
                            that rebuild each network, preprocessing (CT window, crop margin, grid,
                            SUV ceiling), sampler, region table, training record, provenance, and
                            per network its weight file, SHA-256 and size
@@ -12,10 +13,11 @@ Layout::
 
 Manifest last: writing removes the old bundle.json first and writes the new one only after every
 weight file is in place, so a folder without bundle.json is an unfinished bundle and is refused.
-Loading checks format, version and each file's size and SHA-256 before any file is unpickled
-(``weights_only=True``), so a changed or damaged bundle never reaches a network. The manifest
-and those checks are in abmseg.infer.bundle_manifest, which needs no torch (the workflow runs
-them while it builds its DAG).
+Loading checks the format, its major version (any abmseg that reads a bundle's MAJOR loads it,
+newer minors included; abmseg.infer.bundle_manifest says why) and each file's size and SHA-256
+before any file is unpickled (``weights_only=True``), so a changed or damaged bundle never
+reaches a network. The manifest and those checks are in abmseg.infer.bundle_manifest, which
+needs no torch (the workflow runs them while it builds its DAG).
 """
 
 from __future__ import annotations

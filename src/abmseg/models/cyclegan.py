@@ -2,7 +2,7 @@
 multi-scale spectrally normalised PatchGAN discriminators, and a container holding the four
 networks.
 
-Sizes come from ``config/models/cyclegan.yaml`` (sections ``generator``, ``discriminator``,
+Sizes come from ``presets/cyclegan.yaml`` (sections ``generator``, ``discriminator``,
 ``loss``); the losses live in :mod:`abmseg.models.cyclegan_losses`.
 """
 

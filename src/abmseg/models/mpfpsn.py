@@ -342,7 +342,7 @@ class MPFPSN(nn.Module):
 
     @classmethod
     def from_preset(cls, preset: Mapping[str, Any] | str, **overrides: Any) -> MPFPSN:
-        """Build from a preset mapping (or its name in config/models/mpfpsn.yaml) plus overrides."""
+        """Build from a preset mapping (or its name in presets/mpfpsn.yaml) plus overrides."""
         if isinstance(preset, str):
             from abmseg.models.presets import load_model_preset
 

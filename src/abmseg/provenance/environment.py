@@ -44,7 +44,7 @@ PACKAGES = (
 def repository_root() -> Path | None:
     """The checkout the package was imported from (src layout), or None for an installed copy."""
     root = PACKAGE_DIR.parent.parent
-    if PACKAGE_DIR.parent.name == "src" and (root / "Snakefile").is_file():
+    if PACKAGE_DIR.parent.name == "src" and (root / "workflow" / "Snakefile").is_file():
         return root
     return None
 
@@ -56,7 +56,7 @@ def _source_files(root: Path | None) -> list[tuple[str, Path]]:
         return [(p.relative_to(base).as_posix(), p) for p in PACKAGE_DIR.rglob("*.py")]
     files = [*(root / "src" / "abmseg").rglob("*.py"), *(root / "workflow").rglob("*.smk")]
     files += [p for p in (root / "scripts").glob("*.py") if not p.is_symlink()]
-    files.append(root / "Snakefile")
+    files.append(root / "workflow" / "Snakefile")
     return [(p.relative_to(root).as_posix(), p) for p in files if p.is_file()]
 
 

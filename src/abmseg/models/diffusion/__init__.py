@@ -5,7 +5,7 @@ See docs/method.md, "Stage 2: conditional diffusion refiner".
 Small modules: :mod:`.schedule` (q(x_t | x_0)), :mod:`.unet` + :mod:`.attention` (eps_theta with
 bidirectional CT <-> PET cross-attention), :mod:`.weighting` (Table 4 CT-weight strategies),
 :mod:`.sampling` (DDPM / DDIM), :mod:`.losses` (eps-MSE + perceptual) and :mod:`.model`
-(:class:`ConditionalDiffusion`, built from ``config/models/diffusion.yaml``).
+(:class:`ConditionalDiffusion`, built from ``models/presets/diffusion.yaml``).
 """
 
 from abmseg.models.diffusion.attention import BidirectionalCrossAttention, MultiHeadCrossAttention

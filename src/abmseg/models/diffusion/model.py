@@ -1,6 +1,6 @@
 """The conditional diffusion refiner as one module: schedule + denoiser + CT weighting + samplers.
 
-Built from a preset (``config/models/diffusion.yaml``); ``training_loss`` gives L_diff for one
+Built from a preset (``models/presets/diffusion.yaml``); ``training_loss`` gives L_diff for one
 batch of real PET/CT and ``refine`` turns a CycleGAN pseudo-PET into the sPET. ``forward`` is
 ``training_loss`` so a DistributedDataParallel wrapper sees the gradient-producing call.
 """
@@ -114,7 +114,7 @@ class ConditionalDiffusion(nn.Module):
 
     @classmethod
     def from_preset(cls, preset: str | dict[str, Any]) -> ConditionalDiffusion:
-        """Build from a preset name of config/models/diffusion.yaml or an already loaded dict."""
+        """Build from a preset name of models/presets/diffusion.yaml or an already loaded dict."""
         if isinstance(preset, str):
             from abmseg.models.presets import load_model_preset
 

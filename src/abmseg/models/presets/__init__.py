@@ -1,4 +1,8 @@
-"""Model size presets are data (config/models/<network>.yaml), not code paths."""
+"""Model size presets are data (abmseg/models/presets/<network>.yaml), not code paths.
+
+They ship inside the package (package data), so an installed abmseg, a checkout and a workflow
+deployed as a Snakemake module all read the same files.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Any
 
 import yaml
 
-PRESET_DIR = Path(__file__).resolve().parents[3] / "config" / "models"
+PRESET_DIR = Path(__file__).resolve().parent
 NETWORKS = ("cyclegan", "diffusion", "mpfpsn")
 
 
