@@ -14,6 +14,7 @@ from pathlib import Path
 import requests
 import rocrate
 from requests_cache import CachedSession
+from urllib3 import HTTPResponse
 
 CONTEXT_URL = "https://w3id.org/ro/crate/1.1/context"
 CONTEXT_FILE = Path(rocrate.__file__).parent / "data" / "ro-crate.jsonld"
@@ -34,6 +35,9 @@ def offline_cache(folder: Path) -> Path:
     response.encoding = "utf-8"
     response.headers["Content-Type"] = "application/ld+json"
     response.request = requests.Request("GET", CONTEXT_URL).prepare()
+    response.raw = HTTPResponse(
+        body=b"", headers=dict(response.headers), status=200, request_url=CONTEXT_URL
+    )
     session.cache.save_response(response)
     session.close()
     return cache_path

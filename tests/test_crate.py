@@ -38,6 +38,11 @@ def _result_files(work: Path) -> list[Path]:
     return sorted(p for p in results.rglob("*") if p.is_file() and records not in p.parents)
 
 
+def _many(value) -> list:
+    """A property as a list (RO-Crate writes a one-element list as the single value)."""
+    return value if isinstance(value, list) else [value]
+
+
 def _entities(crate: Path) -> dict[str, dict]:
     document = json.loads((crate / "ro-crate-metadata.json").read_text())
     return {entity["@id"]: entity for entity in document["@graph"]}
@@ -133,8 +138,8 @@ def test_jobs_rules_and_the_run_are_linked(pipeline, crate):
     assert (crate / "workflow" / "Snakefile").read_bytes() == (
         _release(pipeline) / "workflow" / "Snakefile"
     ).read_bytes()
-    steps = [entities[s["@id"]] for s in workflow["step"]]
-    tools = {t["@id"] for t in workflow["hasPart"]}
+    steps = [entities[s["@id"]] for s in _many(workflow["step"])]
+    tools = {t["@id"] for t in _many(workflow["hasPart"])}
     assert {s["workExample"]["@id"] for s in steps} == tools
     rules = {entities[t]["name"].removeprefix("rule ") for t in tools}
     assert {"convert", "register", "train_stage1", "train_stage2", "infer", "aggregate"} <= rules
@@ -155,14 +160,18 @@ def test_jobs_rules_and_the_run_are_linked(pipeline, crate):
     assert organize["result"]["@id"] == "#run"
     assert entities["#run"]["instrument"]["@id"] == "workflow/Snakefile"
     summary = "results/metrics/summary.tsv"
-    assert {"@id": summary} in entities["#run"]["result"]
+    assert {"@id": summary} in _many(entities["#run"]["result"])
     # parameters are PropertyValues of the tools' FormalParameters
     infer = next(j for j in jobs if j["name"].startswith("job infer "))
-    values = [entities[o["@id"]] for o in infer["object"] if o["@id"].startswith("#pv-")]
-    assert any(v["name"] == "params.seed" for v in values)
+    values = [entities[o["@id"]] for o in _many(infer["object"]) if o["@id"].startswith("#pv-")]
+    assert any(v["name"] == "params.config.seed" for v in values)
     for value in values:
         formal = entities[value["exampleOfWork"]["@id"]]
         assert formal["@type"] == "FormalParameter"
+        assert {"@id": formal["@id"]} in _many(entities[infer["instrument"]["@id"]]["input"])
+    # every action is mentioned by the root, as the profile recommends
+    mentioned = {m["@id"] for m in _many(entities["./"]["mentions"])}
+    assert mentioned == {"#run", *(j["@id"] for j in jobs)}
 
 
 @pytest.mark.slow

@@ -43,7 +43,8 @@ def test_the_module_run_finished_with_its_summary(pipeline):
     assert {"psnr_db", "ssim", "nmse"} <= set(metrics)
     dice = [float(r["mean"]) for m, r in metrics.items() if m.startswith("dice")]
     assert dice and all(0.0 <= d <= 1.0 for d in dice)
-    assert all(1 <= int(r["n"]) <= 2 for r in metrics.values())
+    # the fast test config trains one epoch: its masks may be empty (ASSD undefined, n = 0)
+    assert all(int(r["n"]) + int(r["n_undefined"]) == 2 for r in metrics.values())
     assert (pipeline["work"] / "results" / "metrics" / "summary.md").stat().st_size > 0
 
 

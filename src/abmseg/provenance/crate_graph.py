@@ -46,6 +46,32 @@ METADATA = "ro-crate-metadata.json"
 COMPLETED = "http://schema.org/CompletedActionStatus"
 
 
+# Media types by file ending (NIfTI and model weights have none registered: gzip / bytes).
+MEDIA_TYPES = {
+    ".nii.gz": "application/gzip",
+    ".json": "application/json",
+    ".tsv": "text/tab-separated-values",
+    ".csv": "text/csv",
+    ".md": "text/markdown",
+    ".png": "image/png",
+    ".dcm": "application/dicom",
+    ".py": "text/x-python",
+    ".yaml": "application/yaml",
+    ".rst": "text/x-rst",
+    ".toml": "application/toml",
+}
+
+
+def encoding_format(name: str) -> str:
+    """The media type of a file name; application/octet-stream when none is known."""
+    for ending, media_type in MEDIA_TYPES.items():
+        if name.endswith(ending):
+            return media_type
+    return (
+        "text/plain" if name.endswith((".smk", "Snakefile", ".log")) else "application/octet-stream"
+    )
+
+
 def _id(kind: str, *parts: str) -> str:
     """A stable local identifier: the parts hashed, never pasted into the id."""
     return f"#{kind}-{hashlib.sha256(chr(0).join(parts).encode()).hexdigest()[:20]}"
@@ -378,9 +404,20 @@ def build_graph(
                 entity["agent"] = _ref(agent_ref)
     for identifier in workflow_files:
         if identifier != MAIN_WORKFLOW:
-            graph.add({"@id": identifier, "@type": ["File", "SoftwareSourceCode"]})
+            graph.add(
+                {
+                    "@id": identifier,
+                    "@type": ["File", "SoftwareSourceCode"],
+                    "encodingFormat": encoding_format(identifier),
+                    "version": versions.get("abmseg"),
+                }
+            )
     for crate_file in graph.files.values():
-        entity = {"@id": crate_file.identifier, "@type": "File"}
+        entity = {
+            "@id": crate_file.identifier,
+            "@type": "File",
+            "encodingFormat": encoding_format(crate_file.path.name),
+        }
         if crate_file.sha256:
             entity["sha256"] = crate_file.sha256
         if crate_file.size is not None:
@@ -406,10 +443,12 @@ def build_graph(
             "datePublished": datetime.now(UTC).isoformat(timespec="seconds"),
             "conformsTo": _refs(PROFILES),
             "mainEntity": _ref(MAIN_WORKFLOW),
-            "hasPart": _refs([MAIN_WORKFLOW, *workflow_files, *sorted(payload)]),
-            "mentions": _ref(run),
+            "hasPart": _refs([MAIN_WORKFLOW, *workflow_files, *sorted(payload), *raw_inputs]),
+            "mentions": _refs([run, *(graph.entities[c]["object"]["@id"] for c in controls)]),
+            "author": _ref(agent_ref) if agent_ref else None,
         }
     )
+    graph.add({"@id": license_id, "@type": "CreativeWork", "name": license_id.rsplit("/", 1)[-1]})
     graph.add(
         {
             "@id": METADATA,
@@ -422,9 +461,14 @@ def build_graph(
 
 
 def metadata_document(graph: RunGraph) -> dict[str, Any]:
-    """The JSON-LD document (None-valued properties left out)."""
+    """The JSON-LD document: None-valued properties left out, one-element lists written as
+    the single value (as RO-Crate 1.1 recommends)."""
     entities = [
-        {k: v for k, v in entity.items() if v is not None and v != []}
+        {
+            k: v[0] if isinstance(v, list) and len(v) == 1 and k != "@type" else v
+            for k, v in entity.items()
+            if v is not None and v != []
+        }
         for entity in graph.entities.values()
     ]
     order = {METADATA: 0, "./": 1}
