@@ -24,9 +24,10 @@ import time
 from pathlib import Path
 
 from abmseg.provenance import layout
-from abmseg.provenance.crate import export_crate, run_jobs, workflow_files
+from abmseg.provenance.crate import export_crate, workflow_files
 from abmseg.provenance.crate_graph import build_graph, metadata_document
 from abmseg.provenance.environment import repository_root
+from abmseg.provenance.lineage import trace_run
 
 
 def _timed(label: str, action):
@@ -90,7 +91,7 @@ def main() -> None:
             f"write {args.patients}-patient records",
             lambda: scaled_records(args.work, scaled, args.patients),
         )
-        store, lineage = _timed("read records and trace", lambda: run_jobs(scaled / "results"))
+        store, lineage = _timed("read records and trace", lambda: trace_run(scaled / "results"))
         jobs = list(lineage.jobs.values())
         files = workflow_files(workflow)
         graph = _timed(

@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from abmseg.atomic import atomic_path, staged_folder
-from abmseg.provenance import environment, layout
+from abmseg.provenance import environment
 from abmseg.provenance.crate_graph import (
     MAIN_WORKFLOW,
     METADATA,
@@ -29,7 +29,7 @@ from abmseg.provenance.crate_graph import (
     metadata_document,
 )
 from abmseg.provenance.errors import ProvenanceError
-from abmseg.provenance.lineage import Job, Lineage, RecordStore, trace
+from abmseg.provenance.lineage import Job, trace_run
 
 # The workflow as shipped: what a reader needs to see (and rerun) what ran.
 WORKFLOW_GLOBS = (
@@ -60,20 +60,6 @@ class CrateSummary:
     results: int
     raw_inputs: int
     payload_bytes: int
-
-
-def run_jobs(results: str | Path) -> tuple[RecordStore, Lineage]:
-    """Every job recorded under ``results`` (or a folder in it) and the jobs upstream of them."""
-    results_dir, folder = layout.locate(results)
-    store = RecordStore(results_dir)
-    record_files = store.record_files(under=folder)
-    if not record_files:
-        raise ProvenanceError(
-            f"no provenance records under {layout.records_dir(results_dir)}; "
-            "run the pipeline first (records are written by each rule job)"
-        )
-    outputs = [layout.output_of_record(p)[1] for p in record_files]
-    return store, trace(store, outputs)
 
 
 def workflow_files(root: Path) -> list[str]:
@@ -194,7 +180,7 @@ def export_crate(
             "this abmseg is not a checkout with its workflow: pass --workflow with the abmseg "
             "checkout that ran the pipeline"
         )
-    store, lineage = run_jobs(results)
+    store, lineage = trace_run(results)
     jobs = list(lineage.jobs.values())
     check_source(jobs, root)
     files = workflow_files(root)

@@ -15,9 +15,8 @@ from typing import Any
 from prov.model import PROV, ProvDocument
 
 from abmseg.atomic import write_atomic
-from abmseg.provenance import layout
 from abmseg.provenance.errors import ProvenanceError
-from abmseg.provenance.lineage import Lineage, RecordStore, trace
+from abmseg.provenance.lineage import Lineage, trace_run
 
 NAMESPACE = ("abmseg", "urn:abmseg:")
 
@@ -92,16 +91,7 @@ def build_document(lineage: Lineage) -> ProvDocument:
 
 def export_prov(results: str | Path, target: str | Path) -> ProvDocument:
     """Write the PROV-JSON of every job recorded under ``results``; verify it on read-back."""
-    results_dir, folder = layout.locate(results)
-    store = RecordStore(results_dir)
-    record_files = store.record_files(under=folder)
-    if not record_files:
-        raise ProvenanceError(
-            f"no provenance records under {layout.records_dir(results_dir)}; "
-            "run the pipeline first (records are written by each rule job)"
-        )
-    outputs = [layout.output_of_record(p)[1] for p in record_files]
-    document = build_document(trace(store, outputs))
+    document = build_document(trace_run(results)[1])
     text = document.serialize(format="json", indent=2)
     write_atomic(target, lambda tmp: tmp.write_text(text))
     back = ProvDocument.deserialize(source=str(target), format="json")

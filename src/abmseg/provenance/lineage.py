@@ -169,6 +169,21 @@ def trace(store: RecordStore, targets: Iterable[Path], lineage: Lineage | None =
     return lineage
 
 
+def trace_run(results: str | Path) -> tuple[RecordStore, Lineage]:
+    """Every job recorded under ``results`` (or a folder in it) and the jobs upstream of them:
+    what export-prov and export-crate describe."""
+    results_dir, folder = layout.locate(results)
+    store = RecordStore(results_dir)
+    record_files = store.record_files(under=folder)
+    if not record_files:
+        raise ProvenanceError(
+            f"no provenance records under {layout.records_dir(results_dir)}; "
+            "run the pipeline first (records are written by each rule job)"
+        )
+    outputs = [layout.output_of_record(p)[1] for p in record_files]
+    return store, trace(store, outputs)
+
+
 def trace_file(path: str | Path) -> Lineage:
     """The lineage of one result file; a clear error when it has no record."""
     results, target = layout.locate(path)
