@@ -499,8 +499,26 @@ def test_cli_provenance_of_an_unrecorded_file_is_one_clean_error(tmp_path, capsy
     err = capsys.readouterr().err
     assert err.startswith(f"abmseg: error: no provenance record for {stray}")
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert main(["provenance", str(tmp_path / "elsewhere.txt")]) == 1
+    outside = tmp_path / "elsewhere.txt"
+    outside.write_text("not a result")
+    assert main(["provenance", str(outside)]) == 1
     assert "is not inside a results/ folder" in capsys.readouterr().err
+
+
+def test_cli_provenance_of_a_path_that_does_not_exist_says_so(chain, tmp_path, capsys):
+    """A typo is 'no such file' (not 'not written by a pipeline rule'); a result removed after
+    its record was written says which rule wrote it and how to get it back."""
+    typo = chain["results"] / "metrics" / "P9.json"
+    assert main(["provenance", str(typo)]) == 1
+    assert capsys.readouterr().err.strip() == f"abmseg: error: {typo}: no such file"
+    assert main(["provenance", str(tmp_path / "nowhere" / "x.txt")]) == 1
+    assert capsys.readouterr().err.strip().endswith("x.txt: no such file")
+    removed = chain["results"] / "metrics" / "P1.json"
+    removed.unlink()
+    assert main(["provenance", str(removed)]) == 1
+    err = capsys.readouterr().err
+    assert f"{removed}: no such file; its record" in err
+    assert "rule metrics wrote it" in err and "rerun snakemake" in err
 
 
 def test_cli_provenance_prints_tree_and_json(chain, capsys):

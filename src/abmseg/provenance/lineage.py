@@ -184,8 +184,26 @@ def trace_run(results: str | Path) -> tuple[RecordStore, Lineage]:
     return store, trace(store, outputs)
 
 
+def _missing(path: str | Path) -> ProvenanceError:
+    """The error for a path that does not exist: a typo, or a result removed since its record."""
+    try:
+        results, target = layout.locate(path)
+    except ProvenanceError:
+        return ProvenanceError(f"{path}: no such file")
+    found = RecordStore(results).find(target)
+    if found is None:
+        return ProvenanceError(f"{path}: no such file")
+    record_file, record = found
+    return ProvenanceError(
+        f"{path}: no such file; its record ({record_file}) says rule {record['rule']} wrote it "
+        f"at {record.get('finished')}, so it was removed since: rerun snakemake to rebuild it"
+    )
+
+
 def trace_file(path: str | Path) -> Lineage:
-    """The lineage of one result file; a clear error when it has no record."""
+    """The lineage of one result file; a clear error when it is missing or has no record."""
+    if not Path(path).exists():
+        raise _missing(path)
     results, target = layout.locate(path)
     store = RecordStore(results)
     if not store.is_result(target):
