@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -671,3 +672,67 @@ def test_prov_export_of_the_run_validates(pipeline, tmp_path):
         for p in (results / "provenance").rglob("*.json")
     }
     assert len(list(document.get_records(ProvActivity))) == len(jobs)
+
+
+# --- a copied or moved work folder is audited where it lies (issue 20) ----------------------
+
+
+def test_raw_inputs_inside_the_work_folder_are_recorded_relative_to_it(tmp_path, monkeypatch):
+    project = tmp_path / "work"
+    (project / "raw" / "P1").mkdir(parents=True)
+    monkeypatch.chdir(project)
+    inside = project / "raw" / "P1" / "2.dcm"
+    inside.write_bytes(b"dicom-2")
+    job = fake_job(project)
+    outside = str(project.parent / "raw" / "P1" / "1.dcm")
+    job.input = {**job.input, "dicom": [outside, str(inside)]}
+    with rule_step(job):
+        write_outputs(job)
+    record = json.loads(
+        (project / "results" / "provenance" / "cropped" / "P1" / "ct.nii.gz.json").read_text()
+    )
+    paths = [entry["path"] for entry in record["inputs"]]
+    assert paths == ["results/converted/P1/ct.nii.gz", outside, "raw/P1/2.dcm"]
+
+
+def _copied_chain(chain, tmp_path, raw_inside: bool) -> tuple[Path, Path]:
+    """The chain's project copied; raw DICOM kept inside it (relative records) or beside it."""
+    project = chain["project"]
+    raw = chain["dicom"][0].parent.parent.parent
+    if raw_inside:  # as JobRecorder records raw data kept in the work folder: relative
+        shutil.move(raw, project / "raw")
+        dicom = [project / "raw" / "P1" / "CT" / p.name for p in chain["dicom"]]
+        for path in (project / "results" / "provenance").rglob("*.json"):
+            path.write_text(path.read_text().replace(f'"{raw}/', '"raw/'))
+    copy = tmp_path / "copy"
+    shutil.copytree(project, copy)
+    if raw_inside:
+        return copy, copy / "raw" / "P1" / "CT" / dicom[0].name
+    raw_copy = tmp_path / "raw-copy"
+    shutil.copytree(raw, raw_copy)
+    return copy, raw_copy / "P1" / "CT" / chain["dicom"][0].name
+
+
+def test_audit_of_a_copied_work_folder_checks_the_copys_raw_data(chain, tmp_path, capsys):
+    copy, copied_dicom = _copied_chain(chain, tmp_path, raw_inside=True)
+    assert main(["audit", str(copy / "results")]) == 0
+    capsys.readouterr()
+    copied_dicom.write_bytes(b"tampered in the copy")
+    assert main(["audit", str(copy / "results")]) == 1
+    assert f"changed: {copied_dicom}" in capsys.readouterr().out
+
+
+def test_audit_raw_root_moves_raw_data_kept_outside(chain, tmp_path, capsys):
+    copy, copied_dicom = _copied_chain(chain, tmp_path, raw_inside=False)
+    old = str(chain["dicom"][0].parent.parent.parent)
+    new = str(copied_dicom.parent.parent.parent)
+    copied_dicom.write_bytes(b"tampered in the copy")
+    # without --raw-root the records point at the original raw data, which is intact
+    assert main(["audit", str(copy / "results")]) == 0
+    capsys.readouterr()
+    assert main(["audit", str(copy / "results"), "--raw-root", f"{old}={new}"]) == 1
+    assert f"changed: {copied_dicom}" in capsys.readouterr().out
+    assert main(["audit", str(copy / "results"), "--raw-root", old]) == 2
+    assert "OLD=NEW" in capsys.readouterr().err
+    assert main(["audit", str(copy / "results"), "--raw-root", f"{old}={tmp_path}/none"]) == 1
+    assert "is not a folder" in capsys.readouterr().err

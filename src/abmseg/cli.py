@@ -51,7 +51,14 @@ def _provenance(args: argparse.Namespace) -> None:
 def _audit(args: argparse.Namespace) -> int:
     from abmseg.provenance.audit import audit
 
-    report = audit(args.paths)
+    raw_root = None
+    if args.raw_root:
+        old, sep, new = args.raw_root.partition("=")
+        if not sep or not old or not new:
+            print("abmseg: error: --raw-root takes OLD=NEW (two folders)", file=sys.stderr)
+            return 2
+        raw_root = (old, new)
+    report = audit(args.paths, raw_root=raw_root)
     for problem in report.problems:
         print(problem.line())
     print(report.summary(), file=sys.stdout if report.ok else sys.stderr)
@@ -155,6 +162,13 @@ def add_audit_commands(sub: argparse._SubParsersAction) -> None:
         "audit", help="re-hash results and their lineage; exit 1 naming any changed file"
     )
     audit.add_argument("paths", nargs="+", help="result files and/or results folders")
+    audit.add_argument(
+        "--raw-root",
+        metavar="OLD=NEW",
+        help="raw inputs recorded under folder OLD are checked under NEW instead (raw data kept "
+        "outside the work folder and moved or copied with it); raw data inside the work folder "
+        "is recorded relative to it and needs no option",
+    )
     audit.set_defaults(func=_audit)
 
     export = sub.add_parser("export-prov", help="write the run as W3C PROV-JSON")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from abmseg.provenance import layout
+from abmseg.provenance.errors import ProvenanceError
 from abmseg.provenance.hashing import current_digest
 from abmseg.provenance.lineage import Job, Lineage, RecordStore, trace
 from abmseg.provenance.render import short
@@ -58,7 +59,8 @@ class AuditReport:
 class Auditor:
     """Audits any number of paths; each file is hashed once, each problem reported once."""
 
-    def __init__(self) -> None:
+    def __init__(self, raw_root: tuple[Path, Path] | None = None) -> None:
+        self.raw_root = raw_root
         self.lineages: dict[Path, Lineage] = {}
         self.current: dict[Path, tuple[str, int] | None] = {}
         self.problems: dict[tuple[str, str], Problem] = {}
@@ -67,7 +69,7 @@ class Auditor:
         """Add a result file, a results folder (or a folder in it) or a record to the audit."""
         results, target = layout.locate(path)
         lineage = self.lineages.get(results)
-        store = lineage.store if lineage else RecordStore(results)
+        store = lineage.store if lineage else RecordStore(results, self.raw_root)
         if target.is_dir():
             targets = sorted(p for p in target.rglob("*") if p.is_file() and store.is_result(p))
             for record_file in store.record_files(under=target):
@@ -151,9 +153,17 @@ class Auditor:
         return report
 
 
-def audit(paths: Iterable[str | Path]) -> AuditReport:
-    """Audit result files and/or results folders."""
-    auditor = Auditor()
+def audit(
+    paths: Iterable[str | Path], raw_root: tuple[str | Path, str | Path] | None = None
+) -> AuditReport:
+    """Audit result files and/or results folders; ``raw_root`` (old folder, new folder) checks
+    raw inputs recorded under the old folder at the new one (raw data moved or copied)."""
+    moved = None
+    if raw_root is not None:
+        moved = (layout.absolute(raw_root[0]), layout.absolute(raw_root[1]))
+        if not moved[1].is_dir():
+            raise ProvenanceError(f"--raw-root: {raw_root[1]} is not a folder")
+    auditor = Auditor(moved)
     for path in paths:
         auditor.add(path)
     return auditor.run()

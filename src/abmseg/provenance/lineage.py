@@ -35,13 +35,21 @@ class Job:
 class RecordStore:
     """The records of one results/ folder, each file read at most once."""
 
-    def __init__(self, results: Path) -> None:
+    def __init__(self, results: Path, raw_root: tuple[Path, Path] | None = None) -> None:
         self.results = layout.absolute(results)
         self.project = self.results.parent
+        self.raw_root = raw_root
         self._loaded: dict[Path, dict[str, Any] | None] = {}
 
     def resolve(self, entry_path: str) -> Path:
-        return layout.resolve(entry_path, self.project)
+        """A recorded path, absolute: relative ones against the project folder, absolute ones
+        under ``raw_root``'s old folder moved to its new one (raw data copied or moved)."""
+        path = layout.resolve(entry_path, self.project)
+        if self.raw_root is not None:
+            old, new = self.raw_root
+            if path == old or old in path.parents:
+                return new / path.relative_to(old)
+        return path
 
     def is_result(self, path: Path) -> bool:
         return layout.result_relative(path, self.results) is not None

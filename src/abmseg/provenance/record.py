@@ -147,6 +147,17 @@ def recorded_inputs(
     return hashes, datetime.fromisoformat(record["started"]).timestamp()
 
 
+def project_relative(path: str, cwd: Path | None = None) -> str:
+    """An input path as the record keeps it: relative when it lies inside the project (the
+    working directory that holds results/), so a copied work folder is audited against its own
+    copies of raw data kept inside it; absolute otherwise (``abmseg audit --raw-root`` moves it)."""
+    project = layout.absolute(cwd or Path.cwd())
+    absolute = layout.absolute(path, project)
+    if Path(path).is_absolute() and project in absolute.parents:
+        return absolute.relative_to(project).as_posix()
+    return path
+
+
 def _input_digest(path: str) -> dict[str, Any]:
     """Digest of an input; one that is absent (the step will say why) is recorded as missing."""
     if not Path(path).exists():
@@ -181,7 +192,8 @@ class JobRecorder:
                 Path(stale).unlink(missing_ok=True)
         declared = [p for p in self.view["inputs"] if not layout.is_bookkeeping(p)]
         names = declared + [p for p in expand_files(self.extra_inputs) if p not in declared]
-        self.inputs = [_input_digest(p) for p in names]
+        digests = map(_input_digest, names)
+        self.inputs = [{**entry, "path": project_relative(entry["path"])} for entry in digests]
         self.hashed_bytes += sum(entry["size"] or 0 for entry in self.inputs)
         self.seconds += time.perf_counter() - begin
 
