@@ -46,6 +46,10 @@ def test_the_module_run_finished_with_its_summary(pipeline):
     # the fast test config trains one epoch: its masks may be empty (ASSD undefined, n = 0)
     assert all(int(r["n"]) + int(r["n_undefined"]) == 2 for r in metrics.values())
     assert (pipeline["work"] / "results" / "metrics" / "summary.md").stat().st_size > 0
+    page = (pipeline["work"] / "results" / "report" / "results.html").read_text(encoding="utf-8")
+    assert "tiny</b> network preset" in page  # the demo config's networks
+    for row in split:
+        assert f">{row['patient_id']}<" in page  # registration QC of every patient
 
 
 @pytest.mark.slow

@@ -26,7 +26,8 @@ PER_PATIENT_CHAIN = {"convert", "register", "crop", "normalise"}
 TRAINING = {"train_stage1", "train_stage2"}
 # What an inference setting reruns: the bundle carries the sampler settings.
 INFERENCE_ONWARD = {
-    "infer", "qa", "metrics", "figure", "export_dicom", "bundle", "aggregate", "qa_table", "all",
+    "infer", "qa", "metrics", "figure", "export_dicom", "bundle", "aggregate", "qa_table",
+    "results_page", "all",
 }  # fmt: skip
 
 
@@ -137,7 +138,7 @@ def test_a_new_test_patient_plans_its_own_jobs_and_the_aggregates_only(pipeline)
     assert {wc["patient"] for _, wc in per_patient} == {patient}
     assert PER_PATIENT_CHAIN | {"infer", "metrics"} <= rules_of(per_patient)
     cohort_wide = rules_of(jobs) - rules_of(per_patient)
-    assert cohort_wide == {"split", "aggregate", "qa_table", "all"}
+    assert cohort_wide == {"split", "aggregate", "qa_table", "results_page", "all"}
 
 
 @pytest.mark.slow
@@ -202,7 +203,7 @@ def test_the_ct_window_reruns_normalisation_onward(pipeline, tmp_path):
 def test_a_metric_option_reruns_only_the_metrics(pipeline, tmp_path):
     sigma = config_value("metrics", "ssim_sigma")
     jobs = dry_run(pipeline, write_config(tmp_path, f"metrics: {{ssim_sigma: {sigma + 0.5}}}"))
-    assert rules_of(jobs) == {"metrics", "aggregate", "all"}
+    assert rules_of(jobs) == {"metrics", "aggregate", "results_page", "all"}
 
 
 @pytest.mark.slow
@@ -216,7 +217,7 @@ def test_a_qa_limit_reruns_the_qa_not_the_networks(pipeline, tmp_path):
     """The QA of a test patient is its own rule: a new limit re-judges the written maps. The
     bundle records the limits (CT-only patients are judged with them), so it is rewritten."""
     jobs = dry_run(pipeline, write_config(tmp_path, "qa: {max_marrow_entropy: 0.5}"))
-    assert rules_of(jobs) == {"qa", "qa_table", "export_dicom", "bundle", "all"}
+    assert rules_of(jobs) == {"qa", "qa_table", "export_dicom", "bundle", "results_page", "all"}
 
 
 @pytest.mark.slow

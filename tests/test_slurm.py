@@ -49,6 +49,7 @@ CPU_RULES = {
     "training_profile",
     "qa",
     "qa_table",
+    "results_page",
 }
 SACCT_FIELDS = ("JobIDRaw", "State", "ExitCode", "Comment", "AllocTRES", "Partition")
 
@@ -212,6 +213,7 @@ def expected_jobs(work: Path) -> Counter:
         training_profile=1,
         qa=n_test,
         qa_table=1,
+        results_page=1,
     )
 
 

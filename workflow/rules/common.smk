@@ -260,6 +260,7 @@ def get_final_outputs(wildcards):
             patient=FIGURE_PATIENTS,
         )
         + ["results/metrics/summary.md", "results/split.tsv", "results/qa/qa.tsv"]
+        + ["results/report/results.html"]
         + dicom_exports()
         + (["results/study/summary.md"] if STUDY.enabled else [])
     )

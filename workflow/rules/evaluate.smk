@@ -58,6 +58,7 @@ rule figure:
         spet="results/inference/{variant}/{patient}/spet.nii.gz",
         label="results/cropped/{patient}/label.nii.gz",
         abm="results/inference/{variant}/{patient}/abm.nii.gz",
+        converted_ct="results/converted/{patient}/ct.nii.gz",
     output:
         report(
             "results/figures/{variant}/{patient}.png",

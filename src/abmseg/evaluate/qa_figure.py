@@ -38,7 +38,18 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from abmseg.atomic import atomic_path  # noqa: E402
-from abmseg.evaluate.figures import REGION_COLOURS  # noqa: E402
+from abmseg.evaluate.planes import (  # noqa: E402
+    ORIENTATION_LETTERS,
+    image_geometry,
+    view_sizes_mm,
+)
+from abmseg.evaluate.planes import centre_planes as _planes  # noqa: E402
+from abmseg.evaluate.planes import contour as _contour  # noqa: E402
+from abmseg.evaluate.planes import orientation as _orientation  # noqa: E402
+from abmseg.evaluate.planes import region_colour as _region_colour  # noqa: E402
+from abmseg.evaluate.planes import scale_bar as _scale_bar  # noqa: E402
+from abmseg.evaluate.planes import show as _show  # noqa: E402
+from abmseg.evaluate.planes import views as _views  # noqa: E402
 
 CT_LEVEL_WIDTH = (300.0, 1500.0)  # HU: bone window (see the module docstring)
 CT_WINDOW = (CT_LEVEL_WIDTH[0] - CT_LEVEL_WIDTH[1] / 2, CT_LEVEL_WIDTH[0] + CT_LEVEL_WIDTH[1] / 2)
@@ -62,11 +73,6 @@ _STAT_ROWS = [
     ("mean entropy (nats)", "mean_entropy", 1.0, "{:.3f}"),
     ("uncertain share (%)", "uncertain_share", 100.0, "{:.1f}"),
 ]
-
-
-def _region_colour(value: int) -> Any:
-    colours = REGION_COLOURS.colors
-    return colours[value] if 0 < value < len(colours) else "white"
 
 
 def _check(
@@ -96,70 +102,6 @@ def _check(
             f"QA verdict must be one of {sorted(VERDICT_COLOURS)}: {qa.get('verdict')}"
         )
     return spacing[0], spacing[1], spacing[2]
-
-
-def _planes(labels: np.ndarray) -> tuple[int, int, int]:
-    """(z, y, x) indices through the predicted marrow's centroid, or the volume's centre."""
-    hits = np.nonzero(labels)
-    if len(hits[0]):
-        centre = [float(axis.mean()) for axis in hits]
-    else:
-        centre = [(n - 1) / 2 for n in labels.shape]
-    return int(round(centre[0])), int(round(centre[1])), int(round(centre[2]))
-
-
-def _views(volume: np.ndarray, planes: tuple[int, int, int]) -> list[np.ndarray]:
-    """Axial (rows y, cols x), coronal (rows z, cols x), sagittal (rows z, cols y)."""
-    z, y, x = planes
-    return [volume[z], volume[:, y, :], volume[:, :, x]]
-
-
-def _image_geometry(spacing: tuple[float, float, float]) -> list[tuple[float, float, str]]:
-    """Per view: (row mm, column mm, imshow origin). Axial row 0 (anterior) at the top;
-    coronal and sagittal row 0 (z index 0, inferior) at the bottom, so the head is up."""
-    sz, sy, sx = spacing
-    return [(sy, sx, "upper"), (sz, sx, "lower"), (sz, sy, "lower")]
-
-
-def _show(axis: Axes, image: np.ndarray, row_mm: float, col_mm: float, origin: str, **style):
-    height, width = image.shape[0] * row_mm, image.shape[1] * col_mm
-    extent = (0, width, height, 0) if origin == "upper" else (0, width, 0, height)
-    axis.imshow(image, extent=extent, origin=origin, aspect="equal", **style)
-    axis.set_xlim(0, width)
-    axis.set_ylim(*((height, 0) if origin == "upper" else (0, height)))
-
-
-def _contour(axis: Axes, mask: np.ndarray, row_mm: float, col_mm: float, **style) -> None:
-    if mask.any() and not mask.all():
-        rows = (np.arange(mask.shape[0]) + 0.5) * row_mm
-        cols = (np.arange(mask.shape[1]) + 0.5) * col_mm
-        axis.contour(cols, rows, mask.astype(np.float32), levels=[0.5], **style)
-
-
-def _orientation(axis: Axes, letters: tuple[str, str, str, str]) -> None:
-    left, right, top, bottom = letters
-    style = {"color": "#ffd24d", "fontsize": 9, "fontweight": "bold", "transform": axis.transAxes}
-    axis.text(0.02, 0.5, left, ha="left", va="center", **style)
-    axis.text(0.98, 0.5, right, ha="right", va="center", **style)
-    axis.text(0.5, 0.98, top, ha="center", va="top", **style)
-    axis.text(0.5, 0.02, bottom, ha="center", va="bottom", **style)
-
-
-def _scale_bar(axis: Axes, width_mm: float, height_mm: float, origin: str) -> None:
-    """A 50 mm bar in the lower left corner."""
-    x0 = 0.05 * width_mm
-    y = 0.95 * height_mm if origin == "upper" else 0.05 * height_mm
-    axis.plot([x0, x0 + 50.0], [y, y], color="white", linewidth=2, solid_capstyle="butt")
-    up = -1 if origin == "upper" else 1
-    axis.text(
-        x0 + 25.0,
-        y + up * 0.015 * height_mm,
-        "50 mm",
-        color="white",
-        fontsize=7,
-        ha="center",
-        va="bottom",
-    )
 
 
 def _cell(row: Mapping[str, Any] | None, key: str, scale: float, fmt: str) -> str:
@@ -289,7 +231,7 @@ def qa_figure(
     uncertainty = np.asarray(uncertainty)
     spacing = _check(hu, spacing_zyx, labels, uncertainty, regions, qa)
     planes = _planes(labels)
-    geometry = _image_geometry(spacing)
+    geometry = image_geometry(spacing)
     ct_views = _views(hu.astype(np.float32, copy=False), planes)
     label_views = _views(labels, planes)
     entropy = np.nan_to_num(uncertainty.astype(np.float32, copy=False), nan=0.0)
@@ -299,10 +241,7 @@ def qa_figure(
 
     figure = Figure(figsize=FIGSIZE, dpi=DPI, facecolor="white")
     nz, ny, nx = hu.shape
-    sizes_mm = [
-        (view.shape[1] * col_mm, view.shape[0] * row_mm)
-        for view, (row_mm, col_mm, _) in zip(ct_views, geometry, strict=True)
-    ]
+    sizes_mm = view_sizes_mm(hu.shape, spacing)
     top_boxes, bottom_boxes, headings = _layout(sizes_mm)
     z, y, x = planes
     names = [
@@ -310,7 +249,7 @@ def qa_figure(
         f"coronal, {y + 1}/{ny} from front",
         f"sagittal, {x + 1}/{nx} from right",
     ]
-    letters = [("R", "L", "A", "P"), ("R", "L", "S", "I"), ("A", "P", "S", "I")]
+    letters = ORIENTATION_LETTERS
     ct_style = {
         "cmap": "gray",
         "vmin": CT_WINDOW[0],
