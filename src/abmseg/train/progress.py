@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from abmseg.atomic import atomic_path, write_atomic, write_json
+from abmseg.train.loss_glossary import loss_label
 
 LEADING = ("epoch", "global_epoch", "stage", "lr")
 TRAILING = ("slices", "distinct_slices", "ranks", "seconds", "slices_per_s")
@@ -74,7 +75,8 @@ def term_group(term: str) -> str:
 
 
 def plot_losses(path: str | Path, rows: Sequence[dict[str, Any]], title: str = "") -> None:
-    """Loss terms over global epochs, one panel per network, log y (terms never > 0 skipped)."""
+    """Loss terms over global epochs, one panel per network, log y (terms never > 0 skipped);
+    legends in plain names (loss_glossary)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,7 +88,7 @@ def plot_losses(path: str | Path, rows: Sequence[dict[str, Any]], title: str = "
         panels.setdefault(term_group(term), []).append(term)
     order = [g for g, _ in GROUPS if g in panels]
     fig, axes = plt.subplots(
-        1, max(len(order), 1), figsize=(3.6 * max(len(order), 1), 3.6), squeeze=False
+        1, max(len(order), 1), figsize=(3.6 * max(len(order), 1), 5.0), squeeze=False
     )
     x = [row["global_epoch"] for row in rows]
     for ax, group in zip(axes[0], order, strict=False):
@@ -95,12 +97,14 @@ def plot_losses(path: str | Path, rows: Sequence[dict[str, Any]], title: str = "
             ys = [v if isinstance(v, float | int) and v > 0 else float("nan") for v in values]
             if all(math.isnan(v) for v in ys):
                 continue
-            ax.plot(x, ys, marker="o" if len(rows) < 30 else None, markersize=3, label=term)
+            label = loss_label(term)
+            ax.plot(x, ys, marker="o" if len(rows) < 30 else None, markersize=3, label=label)
         ax.set_yscale("log")
         ax.set_title(group, fontsize=10)
         ax.set_xlabel("global epoch")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        # below the panel: plain names are long, and inside they would hide the curves
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     axes[0][0].set_ylabel("epoch mean")
     fig.suptitle(title)
     fig.tight_layout()
