@@ -157,11 +157,9 @@ def _file(graph: RunGraph, entry: Mapping[str, Any], store: RecordStore) -> Crat
     """The File of a record entry: results go in the payload, anything else stays outside."""
     path = store.resolve(entry["path"])
     in_payload = store.is_result(path)
-    if in_payload:
-        identifier = quote(path.relative_to(store.project).as_posix())
-    else:
-        identifier = path.as_uri()
-        in_payload = False
+    # a result by its place in the crate; a raw input by its absolute file:// URI
+    relative = quote(path.relative_to(store.project).as_posix()) if in_payload else None
+    identifier = relative or path.as_uri()
     known = graph.files.get(identifier)
     if known is None:
         known = graph.files[identifier] = CrateFile(
@@ -218,8 +216,11 @@ def _property_value(graph: RunGraph, formal: str, name: str, value: Any) -> str:
     return identifier
 
 
-def _job_action(graph: RunGraph, job: Job, store: RecordStore) -> tuple[str, list[str], list[str]]:
-    """The job's CreateAction and its ControlAction: (control id, input ids, output ids)."""
+def _job_action(
+    graph: RunGraph, job: Job, store: RecordStore
+) -> tuple[str, str, list[str], list[str]]:
+    """The job's CreateAction and its ControlAction: (action id, control id, input ids, output
+    ids)."""
     record = job.record
     rule, wildcards = record["rule"], record.get("wildcards") or {}
     tool = _tool(graph, rule)
@@ -266,7 +267,7 @@ def _job_action(graph: RunGraph, job: Job, store: RecordStore) -> tuple[str, lis
             "object": _ref(action),
         }
     )
-    return control, inputs, results
+    return action, control, inputs, results
 
 
 def _software_id(name: str, version: str) -> str:
@@ -307,11 +308,13 @@ def build_graph(
     """Every entity of the crate for ``jobs`` (records of one finished run)."""
     graph = RunGraph()
     jobs = sorted(jobs, key=lambda j: (j.record.get("started") or "", j.key))
+    actions: list[str] = []
     controls: list[str] = []
     produced: set[str] = set()
     consumed: set[str] = set()
     for job in jobs:
-        control, inputs, results = _job_action(graph, job, store)
+        action, control, inputs, results = _job_action(graph, job, store)
+        actions.append(action)
         controls.append(control)
         consumed.update(inputs)
         produced.update(results)
@@ -358,9 +361,9 @@ def build_graph(
             "version": snakemake_version,
         }
     )
-    engine = graph.add(
+    engine = graph.add(  # the same entity as snakemake's in softwareRequirements
         {
-            "@id": f"https://pypi.org/project/snakemake/{snakemake_version}/",
+            "@id": _software_id("snakemake", str(snakemake_version)),
             "@type": "SoftwareApplication",
             "name": "snakemake",
             "version": snakemake_version,
@@ -444,7 +447,7 @@ def build_graph(
             "conformsTo": _refs(PROFILES),
             "mainEntity": _ref(MAIN_WORKFLOW),
             "hasPart": _refs([MAIN_WORKFLOW, *workflow_files, *sorted(payload), *raw_inputs]),
-            "mentions": _refs([run, *(graph.entities[c]["object"]["@id"] for c in controls)]),
+            "mentions": _refs([run, *actions]),
             "author": _ref(agent_ref) if agent_ref else None,
         }
     )
