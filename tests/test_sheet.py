@@ -146,10 +146,10 @@ def test_missing_files_are_not_checked_when_asked(cohort):
 
 def test_bad_split_value_is_refused(cohort):
     root, rows = cohort
-    lines = [HEADER + "\tsplit", f"P001\t{rows['P001']}\ttrain", f"p-2\t{rows['p-2']}\tvalidation"]
+    lines = [HEADER + "\tsplit", f"P001\t{rows['P001']}\tvalidation", f"p-2\t{rows['p-2']}\tval"]
     message = _error(_write(root / "patients.tsv", lines))
-    assert "line 3" in message
-    assert "'validation'" in message
+    assert "line 3" in message and "line 2" not in message
+    assert "'val'" in message and "train, validation, test or empty" in message
 
 
 def test_empty_path_is_refused(cohort):

@@ -5,7 +5,8 @@ import random
 
 import pandas as pd
 
-from abmseg.cohort.split import TEST, TRAIN, assign_split, hash_unit, write_split
+from abmseg.cohort.plan import CohortPlan
+from abmseg.cohort.split import TEST, TRAIN, VALIDATION, assign_split, hash_unit, write_split
 
 SALT = "abmseg-split-v1"
 
@@ -99,3 +100,46 @@ def test_write_split_writes_tsv_in_order(tmp_path):
     assert list(table.patient_id) == ids
     assert list(table.subset) == [assignment[pid] for pid in ids]
     assert [p.name for p in out.parent.iterdir()] == ["split.tsv"]
+
+
+def test_validation_is_a_stable_share_of_the_training_side_only():
+    """A second hash picks ~15 % of the training side; test patients never move, adding
+    patients moves no one, and without a validation fraction nothing is held out."""
+    ids = _ids(2000)
+    plain = assign_split(ids, 0.7, SALT)
+    held = assign_split(ids, 0.7, SALT, validation_fraction=0.15)
+    assert {pid for pid in ids if held[pid] == TEST} == {pid for pid in ids if plain[pid] == TEST}
+    training_side = [pid for pid in ids if plain[pid] == TRAIN]
+    share = sum(held[pid] == VALIDATION for pid in training_side) / len(training_side)
+    assert abs(share - 0.15) <= 0.03
+    # independent reference: the documented hash of salt + "\0validation"
+    expected = {pid for pid in training_side if hash_unit(pid, SALT + "\0validation") < 0.15}
+    assert {pid for pid in ids if held[pid] == VALIDATION} == expected
+    grown = assign_split(ids + _ids(300, start=2000), 0.7, SALT, validation_fraction=0.15)
+    assert all(grown[pid] == held[pid] for pid in ids)
+    assert VALIDATION not in plain.values()
+
+
+def test_sheet_overrides_for_validation():
+    ids = _ids(200)
+    held = assign_split(ids, 0.7, SALT, validation_fraction=0.15)
+    a_test = next(pid for pid in ids if held[pid] == TEST)
+    a_validation = next(pid for pid in ids if held[pid] == VALIDATION)
+    overrides = {a_test: VALIDATION, a_validation: TRAIN}
+    result = assign_split(ids, 0.7, SALT, overrides, validation_fraction=0.15)
+    assert result[a_test] == VALIDATION
+    # 'train' is the training side: the validation hash still decides there
+    assert result[a_validation] == VALIDATION
+
+
+def test_plan_fits_on_the_training_side_less_validation_and_refuses_nothing_to_fit():
+    sheet = pd.DataFrame(
+        {"patient_id": ["A", "B", "C", "D"], "split": ["train", "validation", "test", ""]}
+    ).set_index("patient_id", drop=False)
+    plan = CohortPlan(list(sheet.index), ["A", "B", "C"], ["D"], {"A": TRAIN,
+                      "B": VALIDATION, "C": TEST})  # fmt: skip
+    assert (plan.train, plan.fit, plan.validation, plan.test) == (["A", "B"], ["A"], ["B"], ["C"])
+    assert plan.split_problem() is None
+    only_validation = CohortPlan(["B", "C"], ["B", "C"], [], {"B": VALIDATION, "C": TEST})
+    problem = only_validation.split_problem()
+    assert "held out for validation" in problem and "split.validation_fraction" in problem

@@ -65,10 +65,16 @@ def run_to_end(setup: dict[str, Path], out: Path) -> subprocess.CompletedProcess
     return result
 
 
-def kill_during_epoch(setup: dict[str, Path], out: Path, epoch: int) -> None:
-    """Start a run and SIGKILL it right after it starts ``epoch`` (0-based)."""
+def kill_during_epoch(
+    setup: dict[str, Path], out: Path, epoch: int, signum: int = signal.SIGKILL
+) -> str:
+    """Start a run and send ``signum`` right after it starts ``epoch`` (0-based); its stderr."""
     process = subprocess.Popen(
-        command(setup, out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        command(setup, out),
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     status = out / "status.json"
     deadline = time.monotonic() + 90
@@ -86,11 +92,13 @@ def kill_during_epoch(setup: dict[str, Path], out: Path, epoch: int) -> None:
         else:
             pytest.fail(f"epoch {epoch} never started")
         assert process.poll() is None, "the run ended before it could be killed"
-        os.kill(process.pid, signal.SIGKILL)
+        os.kill(process.pid, signum)
     finally:
-        process.wait(timeout=30)
-    assert process.returncode == -signal.SIGKILL
+        _, stderr = process.communicate(timeout=30)
+    # SIGKILL cannot be caught; a SIGTERM ends the run through its handler with 128 + 15
+    assert process.returncode == (-signal.SIGKILL if signum == signal.SIGKILL else 143)
     assert not (out / "model.pt").exists()
+    return stderr
 
 
 @pytest.fixture(scope="module")
@@ -109,12 +117,26 @@ def test_resume_after_sigkill_matches_uninterrupted_run(setup, reference):
     result = run_to_end(setup, out)
     assert "resuming stage 1 of full after epoch 1/3" in result.stderr
     assert_identical(reference, out / "model.pt")
-    timing = ("seconds", "slices_per_s")
+    timing = ("seconds", "slices_per_s", "validation_seconds")
     resumed, uninterrupted = (
         [{k: v for k, v in row.items() if k not in timing} for row in read_losses_csv(path)]
         for path in (out / "losses.csv", reference.parent / "losses.csv")
     )
     assert len(resumed) == EPOCHS and resumed == uninterrupted
+
+
+def test_sigterm_says_where_it_stopped_and_the_resume_matches(setup, reference):
+    """SLURM's SIGTERM at a time limit: a logged, clean exit (143) and an identical resume."""
+    out = setup["root"] / "terminated"
+    stderr = kill_during_epoch(setup, out, epoch=1, signum=signal.SIGTERM)
+    assert "SIGTERM: stage 1 of full terminated during epoch 2/3" in stderr, stderr[-2000:]
+    assert "resumes with epoch 2" in stderr
+    assert "Traceback" not in stderr
+    saved = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["epoch"] == 0
+    assert list((out / "checkpoints").glob(".ckpt-*")) == []  # no half-written checkpoint
+    run_to_end(setup, out)
+    assert_identical(reference, out / "model.pt")
 
 
 def test_resume_falls_back_to_previous_when_last_is_truncated(setup, reference):

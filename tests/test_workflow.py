@@ -72,7 +72,7 @@ def test_good_patients_finish_and_the_bad_one_fails_clearly(cohort_run):
 def test_split_file_lists_every_patient(cohort_run):
     split = pd.read_csv(cohort_run["work"] / "results" / "split.tsv", sep="\t")
     assert list(split.patient_id) == ["SYN001", "SYN002", "SYN003"]
-    assert set(split.subset) <= {"train", "test"}
+    assert set(split.subset) <= {"train", "validation", "test"}
 
 
 @pytest.mark.slow

@@ -36,6 +36,8 @@ SCORED_PATIENTS = PLAN.scored
 SPLIT = PLAN.split
 TRAIN_PATIENTS = PLAN.train
 TEST_PATIENTS = PLAN.test
+# Training-side patients held out of the fitting and scored after every epoch.
+VALIDATION_PATIENTS = PLAN.validation
 # The preset files the package reads (not the caller's folder: this workflow may run as a module).
 MODEL_PRESET_FILES = [
     str(PRESET_DIR / f"{network}.yaml")
@@ -386,3 +388,10 @@ def exported(name):
         return f"results/inference/{wildcards.source}/{wildcards.patient}/{name}"
 
     return path
+
+
+# Every patient with a PET: the PET on the CT before and after registration (rule
+# registration_figure), a final target and a results-page input.
+REGISTRATION_FIGURES = expand(
+    "results/qc/registration/{patient}.png", patient=SCORED_PATIENTS
+)

@@ -16,6 +16,8 @@ rule train_stage1:
         "logs/train_stage1/{variant}.log",
     benchmark:
         "benchmarks/train_stage1/{variant}.tsv"
+    # A job that stops at its time limit is submitted again and resumes from its checkpoint.
+    retries: config["cluster"]["train_retries"]
     conda:
         "../../envs/train.yaml"
     threads: res("train_stage1", "threads")
@@ -24,6 +26,7 @@ rule train_stage1:
     params:
         stage=1,
         patients=TRAIN_PATIENTS,
+        validation=VALIDATION_PATIENTS,
         config=stage_config("train_stage1"),
         gpus=gpu_count("train"),
     script:
@@ -49,6 +52,7 @@ rule train_stage2:
         "logs/train_stage2/{variant}.log",
     benchmark:
         "benchmarks/train_stage2/{variant}.tsv"
+    retries: config["cluster"]["train_retries"]
     conda:
         "../../envs/train.yaml"
     threads: res("train_stage2", "threads")
@@ -57,6 +61,7 @@ rule train_stage2:
     params:
         stage=2,
         patients=TRAIN_PATIENTS,
+        validation=VALIDATION_PATIENTS,
         config=stage_config("train"),
         gpus=gpu_count("train"),
     script:

@@ -13,7 +13,7 @@ REQUIRED_COLUMNS = ("patient_id", "ct", "pet", "label")
 OPTIONAL_COLUMNS = ("split",)
 PATH_COLUMNS = ("ct", "pet", "label")
 PATIENT_ID = re.compile(r"[A-Za-z0-9_-]+")
-SUBSETS = ("train", "test")
+SUBSETS = ("train", "validation", "test")
 
 
 def check_patient_id(patient_id: str) -> str | None:
@@ -101,7 +101,8 @@ def load_sheet(path: str | Path, check_files: bool = True) -> pd.DataFrame:
                 )
         if "split" in sheet.columns and record.split and record.split not in SUBSETS:
             problems.append(
-                f"line {row}, patient {pid}: split {record.split!r} must be train, test or empty"
+                f"line {row}, patient {pid}: split {record.split!r} must be train, validation, "
+                "test or empty"
             )
         elif "split" in sheet.columns and record.split and ct_only:
             problems.append(

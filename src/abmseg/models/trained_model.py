@@ -42,6 +42,7 @@ def trained_model_content(
     epochs: int,
     global_epochs: int,
     history: list[dict],
+    validation_patients: list[str] | None = None,
 ) -> dict[str, Any]:
     """The ``model.pt`` content: weights (``Networks.state()``) plus what rebuilds and audits
     them."""
@@ -54,6 +55,7 @@ def trained_model_content(
         "presets": presets,
         "state": state,
         "train_patients": list(train_patients),
+        "validation_patients": list(validation_patients or []),  # scored each epoch, not fitted
         "epochs": epochs,  # epochs of this stage
         "global_epochs": global_epochs,  # epochs since stage 1 began
         "history": history,

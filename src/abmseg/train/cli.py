@@ -5,9 +5,11 @@
     python -m abmseg.train.cli --stage 2 --variant full ... --init results/.../stage1/model.pt
 
 ``--config`` is the workflow's whole config dict (JSON, or YAML); ``--patients`` a TSV with
-columns ``patient_id`` and ``folder`` (the normalised ct/pet/label.nii.gz). The CLI builds a
-``TrainJob`` and hands it to :func:`launch`, as rules train_stage1/2 do: with ``--gpus N`` > 1
-that writes the job to ``OUT/job.json`` and runs
+columns ``patient_id`` and ``folder`` (the normalised ct/pet/label.nii.gz) and optionally
+``subset``: rows with ``validation`` there are scored after every epoch, not fitted on. Under
+SLURM the job's end time is the deadline training stops before (abmseg.train.time_limit).
+The CLI builds a ``TrainJob`` and hands it to :func:`launch`, as rules train_stage1/2 do: with
+``--gpus N`` > 1 that writes the job to ``OUT/job.json`` and runs
 ``python -m torch.distributed.run --standalone --nproc_per_node N -m abmseg.train.cli --job ...``
 as a child (one process per GPU; on a CPU-only machine N gloo processes), forwards SIGTERM/SIGINT
 to it and returns its exit status. Rerunning the same command after a crash resumes from
@@ -26,14 +28,17 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from abmseg.atomic import write_json
 from abmseg.errors import ConfigError, UserError
+from abmseg.regions import DEFAULT_REGIONS
 from abmseg.settings import read_config as read_workflow_config
 from abmseg.train.distributed import BACKENDS, launched_by_torchrun
+from abmseg.train.time_limit import TimeLimitStop, job_deadline
 from abmseg.variants import VARIANTS
 
 if TYPE_CHECKING:
@@ -72,8 +77,14 @@ def read_config(path: Path) -> dict[str, Any]:
 
 
 def read_patients(path: Path) -> list[tuple[str, Path]]:
-    """(patient_id, folder) rows; relative folders resolve against the sheet's folder, falling
-    back to the working directory when only that one exists."""
+    """(patient_id, folder) rows to fit on; see :func:`read_patient_sheet`."""
+    return read_patient_sheet(path)[0]
+
+
+def read_patient_sheet(path: Path) -> tuple[list[tuple[str, Path]], list[tuple[str, Path]]]:
+    """(patients to fit on, validation patients) as (patient_id, folder): rows whose optional
+    ``subset`` column says ``validation`` are validation patients. Relative folders resolve
+    against the sheet's folder, falling back to the working directory when only that exists."""
     path = Path(path)
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
@@ -82,14 +93,15 @@ def read_patients(path: Path) -> list[tuple[str, Path]]:
             f"{path} has no header with columns patient_id and folder, or no rows",
             "write a TSV with those two columns and one row per training patient",
         )
-    patients = []
+    fit, validation = [], []
     for row in rows:
         folder = Path(row["folder"])
         if not folder.is_absolute():
             beside = path.parent / folder
             folder = beside if beside.exists() or not folder.exists() else folder
-        patients.append((row["patient_id"], folder))
-    return patients
+        side = validation if (row.get("subset") or "").strip() == "validation" else fit
+        side.append((row["patient_id"], folder))
+    return fit, validation
 
 
 def torchrun_command(gpus: int, argv: Sequence[str]) -> list[str]:
@@ -140,6 +152,9 @@ def job_to_json(job: TrainJob) -> dict[str, Any]:
         "init": str(job.init) if job.init else None,
         "device": job.device,
         "backend": job.backend,
+        "validation": [[patient, str(folder)] for patient, folder in job.validation],
+        "regions": dict(job.regions),
+        "deadline": job.deadline,
     }
 
 
@@ -156,6 +171,9 @@ def job_from_json(data: dict[str, Any]) -> TrainJob:
         init=Path(data["init"]) if data["init"] else None,
         device=data["device"],
         backend=data["backend"],
+        validation=[(patient, Path(folder)) for patient, folder in data.get("validation", [])],
+        regions=data.get("regions") or dict(DEFAULT_REGIONS),
+        deadline=data.get("deadline"),
     )
 
 
@@ -197,14 +215,19 @@ def job_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         parser.error(f"the following arguments are required: {', '.join(missing)}")
     if args.stage == 2 and args.init is None:
         parser.error("stage 2 needs --init STAGE1/model.pt")
+    config = read_config(args.config)
+    fit, validation = read_patient_sheet(args.patients)
     return TrainJob(
         stage=args.stage,
         variant=args.variant,
-        settings=TrainSettings.from_config(read_config(args.config)),
-        patients=read_patients(args.patients),
+        settings=TrainSettings.from_config(config),
+        patients=fit,
         out=args.out,
         init=args.init,
         backend=args.backend,
+        validation=validation,
+        regions=config.get("regions") or dict(DEFAULT_REGIONS),
+        deadline=job_deadline(None, time.time())[0],
     )
 
 
@@ -221,6 +244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_training(job_from_json(json.loads(args.job.read_text())))
             return 0
         return launch(job_from_args(args, parser), args.gpus)
+    except TimeLimitStop as stop:  # not an error: the resubmitted job resumes
+        print(f"abmseg train: {stop}", file=sys.stderr)
+        return stop.exit_status
     except UserError as error:  # one line, no traceback (a traceback is for bugs)
         print(f"abmseg train: error: {error}", file=sys.stderr)
         return 1

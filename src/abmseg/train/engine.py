@@ -25,6 +25,11 @@ and the stage-2 sPET estimate are documented there). This module owns what is co
   run's final checkpoint beside it (``<init folder>/checkpoints``) when it is there and
   belongs to that model; otherwise those Adams start fresh (said on stderr). The diffusion and
   its Adam are new.
+* Validation: with validation patients (``TrainJob.validation``) every epoch ends with their
+  scores (:mod:`abmseg.train.validation`), added to the epoch's row of ``losses.csv``.
+* Time limit: with a deadline (``TrainJob.deadline``) the run stops between epochs when the next
+  one would not finish in time, and logs a SIGTERM before dying of it
+  (:mod:`abmseg.train.time_limit`); either way the resubmitted job resumes from the checkpoint.
 * Outputs (rank 0): ``OUT/model.pt`` (the trained model, atomic), ``losses.csv`` (every epoch),
   ``losses.png`` (at the end), TensorBoard scalars when installed, ``status.json``.
 """
@@ -36,8 +41,8 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +61,7 @@ from abmseg.models.trained_model import (
     write_trained_model,
 )
 from abmseg.progress import ProgressLine
+from abmseg.regions import DEFAULT_REGIONS
 from abmseg.train.augment import augment_batch, derive_seed
 from abmseg.train.checkpoint import (
     capture_rng_state,
@@ -78,6 +84,8 @@ from abmseg.train.settings import TrainSettings, resume_differences
 from abmseg.train.slices import SliceDataset, SliceIndex, make_loader
 from abmseg.train.stage1 import CycleGANView, StepModules, stage1_step
 from abmseg.train.stage2 import stage2_step
+from abmseg.train.time_limit import TimeLimitStop, should_stop, stop_on_sigterm
+from abmseg.train.validation import Validator
 from abmseg.variants import get_variant, has_stage2, stage1_owner
 
 CHECKPOINT_FORMAT = 1
@@ -96,9 +104,16 @@ class TrainJob:
     init: Path | None = None  # stage 2: the stage-1 trained model (model.pt)
     device: str | None = None  # None: this rank's GPU if there is one, else the CPU
     backend: str | None = None  # DDP backend; None: nccl on GPU, gloo on CPU
+    # Training-side patients scored after every epoch, never fitted on.
+    validation: Sequence[tuple[str, str | Path]] = ()
+    regions: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_REGIONS))
+    deadline: float | None = None  # epoch seconds by which this job must have stopped
 
     def __post_init__(self) -> None:
         get_variant(self.variant)  # refuses an unknown name
+        both = {p for p, _ in self.patients} & {p for p, _ in self.validation}
+        if both:
+            raise ValueError(f"patients {sorted(both)} are both fitted on and validated on")
         if self.stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {self.stage}")
         if self.stage == 2 and not has_stage2(self.variant, self.settings.equal_budget):
@@ -185,6 +200,13 @@ class Trainer:
         # Stage 2 of a variant without the diffusion (equal_budget) keeps stage 1's step.
         self.step_fn = stage2_step if self.nets.diffusion is not None else stage1_step
         self.loader, self.batches = self._make_loader()
+        self.validator = None
+        if job.validation:
+            self.validator = Validator(
+                job.validation, job.regions, s.image_size, s.batch_size, s.body_threshold, env
+            )
+        self.slowest_epoch: float | None = None  # wall seconds, epochs of this process
+        self.current_epoch = self.start_epoch
 
     # ------------------------------------------------------------------ construction
 
@@ -359,17 +381,79 @@ class Trainer:
         """Run the remaining epochs, then write the trained model and the loss files (rank 0)."""
         board = TensorBoardLog(self.out / "tensorboard", enabled=self.env.is_main)
         try:
-            for epoch in range(self.start_epoch, self.epochs):
-                row = self._run_epoch(epoch)
-                self.history.append(row)
-                self._save(epoch, row)
-                board.add_row(row)
+            with stop_on_sigterm(self._sigterm_message):
+                for epoch in range(self.start_epoch, self.epochs):
+                    self.current_epoch = epoch
+                    self._stop_if_out_of_time(epoch)
+                    started = time.perf_counter()
+                    row = self._run_epoch(epoch)
+                    if self.validator is not None:
+                        row.update(self._validate(row["global_epoch"]))
+                    self.history.append(row)
+                    self._save(epoch, row)
+                    board.add_row(row)
+                    took = time.perf_counter() - started
+                    self.slowest_epoch = max(self.slowest_epoch or 0.0, took)
         finally:
             board.close()
         model = self.out / "model.pt"
         if self.env.is_main:
             self._write_outputs(model)
         return model
+
+    def _validate(self, global_epoch: int) -> dict[str, Any]:
+        assert self.validator is not None
+        scores = self.validator.score(self.modules, self.settings.seed, global_epoch)
+        _say(
+            self.env,
+            f"[stage {self.stage} {self.job.variant}] validation: segmentation loss "
+            f"{scores['val_seg_total']:.4g}, mean Dice {scores['val_dice_mean']:.3f} on "
+            f"{len(self.validator.patients)} patient(s) in {scores['validation_seconds']:.1f}s",
+        )
+        return scores
+
+    def _epoch_estimate(self) -> float | None:
+        """Wall seconds the next epoch may take: the slowest of this process, else the last
+        finished one's training and validation time (a resumed job's first epoch)."""
+        if self.slowest_epoch is not None:
+            return self.slowest_epoch
+        if self.history:
+            last = self.history[-1]
+            return float(last.get("seconds", 0.0)) + float(last.get("validation_seconds", 0.0))
+        return None
+
+    def _stop_if_out_of_time(self, epoch: int) -> None:
+        """Stop (every rank together) before an epoch that would end after the deadline."""
+        deadline = self.job.deadline
+        if deadline is None:
+            return
+        estimate = self._epoch_estimate()
+        mine = should_stop(time.time(), deadline, estimate)
+        flag = torch.tensor([1.0 if mine else 0.0], device=self.env.device)
+        if float(all_reduce_sum(flag, self.env)[0]) == 0:
+            return
+        left = deadline - time.time()
+        where = f"stage {self.stage} of {self.job.variant}"
+        if self.slowest_epoch is None and epoch == self.start_epoch:
+            raise ConfigError(
+                f"{where}: an epoch takes about {estimate:.0f} s but this job has only "
+                f"{left:.0f} s left before its time limit, so it cannot finish one",
+                f"raise resources.train_stage{self.stage}.runtime (minutes) or lower "
+                "training.max_slices_per_epoch",
+            )
+        raise TimeLimitStop(
+            f"{where} stopped before its time limit after epoch {epoch}/{self.epochs} (the "
+            f"next would take about {estimate:.0f} s, {left:.0f} s are left); its checkpoint "
+            "is saved and a resubmitted job (rule retries, config cluster.train_retries) "
+            f"resumes with epoch {epoch + 1}"
+        )
+
+    def _sigterm_message(self) -> str:
+        return (
+            f"stage {self.stage} of {self.job.variant} terminated during epoch "
+            f"{self.current_epoch + 1}/{self.epochs}; the checkpoint of the epochs before stays "
+            f"and a resubmitted job resumes with epoch {self.current_epoch + 1}"
+        )
 
     def _status(self, **fields: Any) -> None:
         if self.env.is_main:
@@ -493,6 +577,7 @@ class Trainer:
             presets=self.presets,
             state=self.nets.state(),
             train_patients=self.train_patients,
+            validation_patients=self.validator.patients if self.validator else [],
             epochs=self.epochs,
             global_epochs=self.offset + self.epochs,
             history=[*self.previous_history, *self.history],

@@ -8,6 +8,8 @@ the conditional diffusion refiner, and MP-FPSN for the ABM masks.
 
 from __future__ import annotations
 
+from abmseg.regions import REGION_NAMES
+
 # term -> (plain name, what it measures)
 LOSS_TERMS: dict[str, tuple[str, str]] = {
     "total": ("total objective", "the sum the optimiser minimises in this stage (weighted terms)"),
@@ -38,6 +40,28 @@ LOSS_TERMS: dict[str, tuple[str, str]] = {
         "diffusion CT-guidance weight",
         "mean adaptive weight of the CT branch of the cross-attention (not a loss)",
     ),
+    # Validation (abmseg.train.validation): held-out training-side patients, after each epoch.
+    "val_seg_total": (
+        "validation segmentation loss",
+        "the segmentation loss on the validation patients (rising while training's falls: "
+        "overfitting)",
+    ),
+    "val_seg_dice": ("validation Dice loss", "1 - soft Dice on the validation patients"),
+    "val_seg_ce": ("validation cross-entropy", "cross-entropy on the validation patients"),
+    "val_synth_l1": (
+        "validation sPET error",
+        "mean absolute difference between the sPET MP-FPSN reads and the real PET",
+    ),
+    "val_diff_total": ("validation diffusion loss", "the diffusion loss on the validation PET"),
+    **{
+        f"val_dice_{region}": (
+            f"validation Dice, {region.replace('_', ' ')}",
+            "hard Dice of the predicted region per validation patient, averaged (not a loss: "
+            "higher is better)",
+        )
+        for region in REGION_NAMES
+    },
+    "val_dice_mean": ("validation Dice, mean", "mean of the regions' validation Dice"),
 }
 
 

@@ -22,7 +22,7 @@ from abmseg.atomic import atomic_path, write_atomic, write_json
 from abmseg.train.loss_glossary import loss_label
 
 LEADING = ("epoch", "global_epoch", "stage", "lr")
-TRAILING = ("slices", "distinct_slices", "ranks", "seconds", "slices_per_s")
+TRAILING = ("slices", "distinct_slices", "ranks", "seconds", "slices_per_s", "validation_seconds")
 log = logging.getLogger(__name__)
 
 
@@ -57,11 +57,15 @@ def read_losses_csv(path: str | Path) -> list[dict[str, str]]:
 
 GROUPS = (  # (panel title, term prefixes), one panel each; "total" is in every panel's title
     ("objective", ("total",)),
-    ("segmentation", ("seg_",)),
+    ("segmentation", ("seg_", "val_seg_")),
     ("generators", ("gan_", "cycle_", "identity_", "gen_")),
     ("discriminators", ("d_", "disc_")),
-    ("diffusion", ("diff_",)),
+    ("diffusion", ("diff_", "val_diff_")),
+    ("sPET vs PET, validation", ("val_synth_",)),
+    ("validation Dice", ("val_dice_",)),
 )
+LINEAR_GROUPS = ("validation Dice",)  # bounded scores, not losses: linear y in [0, 1]
+VALIDATION_PREFIX = "val_"
 
 
 def term_group(term: str) -> str:
@@ -93,24 +97,41 @@ def plot_losses(path: str | Path, rows: Sequence[dict[str, Any]], title: str = "
     x = [row["global_epoch"] for row in rows]
     for ax, group in zip(axes[0], order, strict=False):
         for term in panels[group]:
-            values = [row.get(term) for row in rows]
-            ys = [v if isinstance(v, float | int) and v > 0 else float("nan") for v in values]
+            values = [_number(row.get(term)) for row in rows]
+            floor = -math.inf if group in LINEAR_GROUPS else 0.0
+            ys = [v if v > floor else float("nan") for v in values]
             if all(math.isnan(v) for v in ys):
                 continue
-            label = loss_label(term)
-            ax.plot(x, ys, marker="o" if len(rows) < 30 else None, markersize=3, label=label)
-        ax.set_yscale("log")
+            dashed = term.startswith(VALIDATION_PREFIX) and group not in LINEAR_GROUPS
+            style = "--" if dashed else "-"
+            marker = "o" if len(rows) < 30 else None
+            ax.plot(x, ys, style, marker=marker, markersize=3, label=loss_label(term))
+        if group in LINEAR_GROUPS:
+            ax.set_ylim(0.0, 1.0)
+        else:
+            ax.set_yscale("log")
         ax.set_title(group, fontsize=10)
         ax.set_xlabel("global epoch")
         ax.grid(True, which="both", alpha=0.3)
         # below the panel: plain names are long, and inside they would hide the curves
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
-    axes[0][0].set_ylabel("epoch mean")
+    axes[0][0].set_ylabel("epoch mean (dashed: validation patients)")
     fig.suptitle(title)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
+
+
+def _number(value: Any) -> float:
+    """A CSV or history cell as a float; NaN for blanks and text (a resumed run's rows are
+    numbers, rows read back from a CSV are strings)."""
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 class TensorBoardLog:
