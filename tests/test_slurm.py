@@ -44,6 +44,7 @@ CPU_RULES = {
     "metrics",
     "aggregate",
     "figure",
+    "registration_figure",
     "export_dicom",
     "bundle",
     "training_profile",
@@ -192,7 +193,8 @@ def configured_resources() -> dict[str, dict]:
 def expected_jobs(work: Path) -> Counter:
     """Jobs per rule, from the run's own split: preprocessing per patient, training once,
     inference, QA, metrics and DICOM export per test patient, figures for the first three test
-    patients, one model bundle, training profile and QA table."""
+    patients, a registration figure per patient, one model bundle, training profile and QA
+    table."""
     rows = (work / "results" / "split.tsv").read_text().splitlines()[1:]
     subsets = [line.split("\t")[1] for line in rows]
     n, n_test = len(subsets), subsets.count("test")
@@ -208,6 +210,7 @@ def expected_jobs(work: Path) -> Counter:
         metrics=n_test,
         aggregate=1,
         figure=min(3, n_test),
+        registration_figure=n,
         export_dicom=n_test,
         bundle=1,
         training_profile=1,

@@ -17,6 +17,7 @@ from abmseg.train.time_limit import (
     EPOCH_SAFETY,
     MARGIN_SECONDS,
     TimeLimitStop,
+    current_deadline,
     job_deadline,
     parse_slurm_time,
     should_stop,
@@ -53,6 +54,17 @@ def test_the_deadline_is_slurms_end_time_inside_a_job_else_the_runtime():
     assert job_deadline(2.5, 1000.0, {"SLURM_JOB_ID": "42"}, failing)[0] == 1000.0 + 150.0
     assert job_deadline(None, 1000.0, {}, run) == (None, "no time limit")
     assert slurm_end_time({}, run) is None
+
+
+def test_the_deadline_follows_a_time_limit_changed_during_the_job():
+    moved, _ = _squeue("2026-12-07T20:00:00\n")  # an `scontrol update TimeLimit=` since the start
+    assert current_deadline(5000.0, {"SLURM_JOB_ID": "42"}, moved) == parse_slurm_time(
+        "2026-12-07T20:00:00"
+    )
+    failing, _ = _squeue("", returncode=1)
+    assert current_deadline(5000.0, {"SLURM_JOB_ID": "42"}, failing) == 5000.0
+    assert current_deadline(5000.0, {}, moved) == 5000.0
+    assert current_deadline(None, {"SLURM_JOB_ID": "42"}, moved) is None
 
 
 def test_should_stop_when_the_next_epoch_would_end_after_the_deadline():

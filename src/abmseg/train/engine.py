@@ -84,7 +84,12 @@ from abmseg.train.settings import TrainSettings, resume_differences
 from abmseg.train.slices import SliceDataset, SliceIndex, make_loader
 from abmseg.train.stage1 import CycleGANView, StepModules, stage1_step
 from abmseg.train.stage2 import stage2_step
-from abmseg.train.time_limit import TimeLimitStop, should_stop, stop_on_sigterm
+from abmseg.train.time_limit import (
+    TimeLimitStop,
+    current_deadline,
+    should_stop,
+    stop_on_sigterm,
+)
 from abmseg.train.validation import Validator
 from abmseg.variants import get_variant, has_stage2, stage1_owner
 
@@ -423,16 +428,19 @@ class Trainer:
         return None
 
     def _stop_if_out_of_time(self, epoch: int) -> None:
-        """Stop (every rank together) before an epoch that would end after the deadline."""
+        """Stop (every rank together) before an epoch that would end after the deadline (rank 0
+        asks SLURM for it afresh; the others keep the one of the job's start)."""
         deadline = self.job.deadline
         if deadline is None:
             return
+        if self.env.is_main:
+            deadline = current_deadline(deadline)
         estimate = self._epoch_estimate()
         mine = should_stop(time.time(), deadline, estimate)
         flag = torch.tensor([1.0 if mine else 0.0], device=self.env.device)
         if float(all_reduce_sum(flag, self.env)[0]) == 0:
             return
-        left = deadline - time.time()
+        left = max(deadline - time.time(), 0.0)
         where = f"stage {self.stage} of {self.job.variant}"
         if self.slowest_epoch is None and epoch == self.start_epoch:
             raise ConfigError(

@@ -6,8 +6,9 @@ Why between epochs: checkpoints are written at the end of every epoch (:mod:`abm
 so an epoch cut short by the limit is lost work. Before starting an epoch the trainer asks
 :func:`should_stop` whether the slowest epoch seen so far, plus a margin for writing the
 checkpoint, still fits before the deadline. The deadline is SLURM's own end time for the job when
-the job runs under SLURM (``squeue -o %e``, which follows ``scontrol update TimeLimit`` too), else
-the rule's ``runtime`` resource counted from when the job started.
+the job runs under SLURM (``squeue -o %e``, asked again before every epoch, so an ``scontrol
+update TimeLimit=`` during the job counts), else the rule's ``runtime`` resource counted from when
+the job started.
 
 A job that stops this way exits with :data:`EXIT_TIME_LIMIT` and says so in its log; the rule's
 ``retries`` (config ``cluster.train_retries``) makes Snakemake submit it again, and the new job
@@ -33,7 +34,7 @@ from abmseg.errors import UserError
 
 EXIT_TIME_LIMIT = 75  # EX_TEMPFAIL: try again later (here: the resubmitted job resumes)
 EXIT_SIGTERM = 143  # 128 + SIGTERM, what a shell reports for a terminated process
-MARGIN_SECONDS = 20.0  # checkpoint write and process exit after the last epoch of a job
+MARGIN_SECONDS = 60.0  # checkpoint write, process exit (torchrun, Snakemake) after the last epoch
 EPOCH_SAFETY = 1.2  # an epoch may be this much slower than the slowest one seen
 SQUEUE_TIMEOUT_S = 15
 
@@ -100,6 +101,20 @@ def job_deadline(
     return None, "no time limit"
 
 
+def current_deadline(
+    deadline: float | None,
+    environ: Mapping[str, str] | None = None,
+    run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
+) -> float | None:
+    """The job's deadline now: SLURM's end time as it stands (a time limit may have been changed
+    since the job started), else ``deadline`` as it was worked out at the start. None stays
+    None: a job without a deadline has no time limit to watch."""
+    if deadline is None:
+        return None
+    end = slurm_end_time(environ, run)
+    return deadline if end is None else end
+
+
 def should_stop(
     now: float,
     deadline: float | None,
@@ -142,6 +157,7 @@ def seconds_left(deadline: float | None, now: float | None = None) -> float | No
 
 __all__ = [
     "EXIT_SIGTERM",
+    "current_deadline",
     "EXIT_TIME_LIMIT",
     "TimeLimitStop",
     "job_deadline",
