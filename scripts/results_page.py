@@ -11,5 +11,6 @@ with rule_step(snakemake):
         qa_tsv=snakemake.input.qa,
         stats_tsv=snakemake.input.stats,
         registration_qc=list(snakemake.input.registration),
+        registration_figures=list(snakemake.input.registration_figures),
         model_preset=snakemake.params.model_preset,
     )

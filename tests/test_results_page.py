@@ -1,14 +1,19 @@
 """The report's results page: tables read back from the HTML equal the TSVs they came from,
-the registration QC ratios are hand-computed, and the banner and sections follow the inputs."""
+the registration QC ratios are hand-computed, each patient's registration figure is a thumbnail
+of it, and the banner and sections follow the inputs."""
 
 from __future__ import annotations
 
 import base64
+import io
 import json
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from abmseg.evaluate.results_page import build_page, metric_name, write_results_page
 
@@ -169,3 +174,46 @@ def test_metric_names_are_what_a_reader_calls_them():
     assert metric_name("dice_lower_pelvis") == "Dice, lower pelvis"
     assert metric_name("assd_mm_lumbosacral_spine") == "ASSD (mm), lumbosacral spine"
     assert metric_name("nmse") == "NMSE"
+
+
+def _png(path: Path, width: int, height: int) -> Path:
+    """Left half red, right half blue: a thumbnail that shows the wrong picture or a mirrored
+    one fails."""
+    pixels = np.zeros((height, width, 3), np.uint8)
+    pixels[:, : width // 2] = (255, 0, 0)
+    pixels[:, width // 2 :] = (0, 0, 255)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def _jpeg(uri: str) -> np.ndarray:
+    assert uri.startswith("data:image/jpeg;base64,")
+    with Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))) as image:
+        assert image.format == "JPEG"
+        return np.asarray(image.convert("RGB")).astype(int)
+
+
+def test_each_patients_registration_figure_is_a_thumbnail_in_table_order(inputs, tmp_path):
+    figures = tmp_path / "registration"
+    figures.mkdir()
+    wide = _png(figures / "SYN002.png", 1800, 600)
+    small = _png(figures / "SYN001.png", 400, 300)
+    text = build_page(**inputs, model_preset="paper", registration_figures=[wide, small])
+    page = _parse(text)
+    thumbnails = [_jpeg(src) for src in page.images[1:]]  # [0] is the cohort figure
+    # SYN001 first, as in the table; 1800 x 600 shrunk to THUMBNAIL_PX = 900 wide, 300 high;
+    # 400 x 300 never enlarged
+    assert [t.shape[:2] for t in thumbnails] == [(300, 400), (300, 900)]
+    for thumb in thumbnails:
+        left, right = thumb[:, : thumb.shape[1] // 4], thumb[:, -thumb.shape[1] // 4 :]
+        assert np.abs(left.mean(axis=(0, 1)) - (255, 0, 0)).max() < 12
+        assert np.abs(right.mean(axis=(0, 1)) - (0, 0, 255)).max() < 12
+    captions = re.findall(r'<figcaption class="(\w+)">([^<]*)</figcaption>', text)
+    assert captions == [
+        ("pass", "SYN001: registration QC pass"),
+        ("fail", "SYN002: registration QC fail"),
+    ]
+    # a patient without a figure is left out; no figures, no gallery
+    only_one = build_page(**inputs, model_preset="paper", registration_figures=[wide])
+    assert re.findall(r"<figcaption[^>]*>([^<]*)<", only_one) == ["SYN002: registration QC fail"]
+    assert "<figcaption" not in build_page(**inputs, model_preset="paper")

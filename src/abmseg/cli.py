@@ -78,6 +78,7 @@ def _export_prov(args: argparse.Namespace) -> None:
 
 def _export_crate(args: argparse.Namespace) -> int:
     from abmseg.provenance.crate import export_crate
+    from abmseg.provenance.crate_graph import person_agent
 
     if len(args.paths) > 2:
         print("abmseg: error: export-crate takes [RESULTS] OUT", file=sys.stderr)
@@ -86,9 +87,7 @@ def _export_crate(args: argparse.Namespace) -> int:
     if args.agent_id and not args.agent:
         print("abmseg: error: --agent-id needs --agent (the person's name)", file=sys.stderr)
         return 2
-    agent = (
-        {"name": args.agent, "id": args.agent_id or f"#agent-{args.agent}"} if args.agent else None
-    )
+    agent = person_agent(args.agent, args.agent_id) if args.agent else None
     summary = export_crate(results, out, workflow=args.workflow, agent=agent, name=args.name)
     print(
         f"wrote {summary.out}: {summary.jobs} jobs of {summary.rules} rules, {summary.results} "

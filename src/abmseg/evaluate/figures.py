@@ -36,9 +36,14 @@ from abmseg.evaluate.planes import (  # noqa: E402
     centre_planes,
     contour,
     image_geometry,
+    lps_planes,
     orientation,
+    panel_layout,
+    plane_heading,
+    positions_at,
     region_colour,
     scale_bar,
+    scale_bar_length,
     show,
     view_sizes_mm,
     views,
@@ -62,23 +67,10 @@ _COLUMN_TITLE_PX = 30
 _HEADING_PX = 30  # a row's heading (plane and position)
 _ROW_GAP_PX = 10
 _BOTTOM_PX = 110  # colour bars and the legend
-_WORLD_AXIS = {"axial": 2, "coronal": 1, "sagittal": 0}  # LPS axis constant on each plane
-_AXIS_NAME = ("x", "y", "z")
-_AXIS_MEANING = ("+ = patient left", "+ = posterior", "+ = superior")
 
 
 def _read(path: str | Path, made_by: str) -> sitk.Image:
     return read_nifti(path, made_by=made_by)
-
-
-def _planning_index(planning: sitk.Image, point: tuple[float, ...], world_axis: int) -> int | None:
-    """The index, along the planning CT's axis that runs along ``world_axis``, of the voxel
-    holding ``point``; None outside the planning CT."""
-    index = planning.TransformPhysicalPointToIndex(point)
-    direction = np.asarray(planning.GetDirection(), dtype=float).reshape(3, 3)
-    axis = int(np.argmax(np.abs(direction[world_axis])))
-    inside = all(0 <= i < n for i, n in zip(index, planning.GetSize(), strict=True))
-    return int(index[axis]) if inside else None
 
 
 def plane_positions(
@@ -91,10 +83,8 @@ def plane_positions(
     (``truth`` > 0), else of the predicted ABM, else the volume's centre.
 
     ``truth`` and ``predicted`` are (z, y, x) arrays on ``grid``. Returns ``centre_from``
-    ("true ABM", "predicted ABM" or "volume centre"), ``point_mm`` (that voxel's LPS position,
-    x, y, z), ``index_zyx`` (on ``grid``) and per plane (``axial``, ``coronal``, ``sagittal``)
-    ``axis`` ("z", "y", "x"), ``mm`` (the plane's LPS coordinate) and ``planning_ct_index`` (the
-    slice of ``planning_ct`` holding that point, from 0; None without a planning CT or outside).
+    ("true ABM", "predicted ABM" or "volume centre") and what
+    :func:`abmseg.evaluate.planes.positions_at` gives for that voxel.
     """
     if truth.any():
         source, mask = "true ABM", truth > 0
@@ -102,40 +92,7 @@ def plane_positions(
         source, mask = "predicted ABM", predicted > 0
     else:
         source, mask = "volume centre", np.zeros(truth.shape, bool)
-    z, y, x = centre_planes(mask)
-    point = grid.TransformIndexToPhysicalPoint((x, y, z))
-    positions: dict[str, Any] = {
-        "centre_from": source,
-        "point_mm": [float(v) for v in point],
-        "index_zyx": [z, y, x],
-    }
-    for plane, axis in _WORLD_AXIS.items():
-        positions[plane] = {
-            "axis": _AXIS_NAME[axis],
-            "mm": float(point[axis]),
-            "planning_ct_index": (
-                None if planning_ct is None else _planning_index(planning_ct, point, axis)
-            ),
-        }
-    return positions
-
-
-def _heading(plane: str, position: Mapping[str, Any], with_planning: bool) -> str:
-    axis = position["axis"]
-    text = f"{plane.capitalize()}: {axis} = {position['mm']:.1f} mm"
-    text += f"  ({_AXIS_MEANING[_AXIS_NAME.index(axis)]})"
-    if with_planning:
-        index = position["planning_ct_index"]
-        text += (
-            f",  planning CT slice index {index}"
-            if index is not None
-            else ",  outside the planning CT"
-        )
-    return text
-
-
-def _scale_length(width_mm: float) -> float:
-    return 100.0 if width_mm >= 400 else 50.0 if width_mm >= 120 else 10.0
+    return {"centre_from": source, **positions_at(grid, centre_planes(mask), planning_ct)}
 
 
 def overlay_figure(
@@ -164,29 +121,24 @@ def overlay_figure(
     positions = plane_positions(ct_image, arrays[3], arrays[4], planning)
 
     (ct, pet, spet, truth, predicted), spacing = in_lps(ct_image, *arrays)
-    turned = sitk.DICOMOrient(ct_image, "LPS")
-    x, y, z = turned.TransformPhysicalPointToIndex(positions["point_mm"])
-    planes = (z, y, x)
+    planes = lps_planes(ct_image, positions["point_mm"])
     geometry = image_geometry(spacing)
     sizes = view_sizes_mm(ct.shape, spacing)
 
     # One mm-to-pixel scale for every panel: four columns as wide as the widest view.
-    slot_mm = max(w for w, _ in sizes)
-    room_x = WIDTH_PX - 2 * _MARGIN_PX - 3 * _GAP_PX
-    fixed_y = _TITLE_PX + _COLUMN_TITLE_PX + 3 * (_HEADING_PX + _ROW_GAP_PX) + _BOTTOM_PX
-    scale = min(room_x / 4 / slot_mm, (MAX_HEIGHT_PX - fixed_y) / sum(h for _, h in sizes))
-    height_px = fixed_y + sum(h for _, h in sizes) * scale
+    layout = panel_layout(
+        sizes,
+        4,
+        width_px=WIDTH_PX,
+        room_x_px=WIDTH_PX - 2 * _MARGIN_PX - 3 * _GAP_PX,
+        fixed_y_px=_TITLE_PX + _COLUMN_TITLE_PX + 3 * (_HEADING_PX + _ROW_GAP_PX) + _BOTTOM_PX,
+        max_height_px=MAX_HEIGHT_PX,
+        margin_px=_MARGIN_PX,
+        gap_px=_GAP_PX,
+    )
+    height_px, box = layout.height_px, layout.box
+    scale, slot_px, lefts = layout.scale, layout.slot_px, layout.lefts
     figure = Figure(figsize=(WIDTH_PX / DPI, height_px / DPI), dpi=DPI, facecolor="white")
-    slot_px = slot_mm * scale
-    lefts = [_MARGIN_PX + c * (slot_px + _GAP_PX) for c in range(4)]
-
-    def box(left_px: float, top_px: float, width_px: float, height: float):
-        return (
-            left_px / WIDTH_PX,
-            1 - (top_px + height) / height_px,
-            width_px / WIDTH_PX,
-            height / height_px,
-        )
 
     ct_style = {"cmap": "gray", "vmin": CT_WINDOW[0], "vmax": CT_WINDOW[1]}
     pet_style = {"cmap": "magma", "vmin": 0.0, "vmax": suv_max}
@@ -196,20 +148,14 @@ def overlay_figure(
         "sPET (SUV)",
         "ABM: predicted (fill), true (outline)",
     ]
-    bar_mm = _scale_length(min(w for w, _ in sizes))  # one length for all three planes
+    bar_mm = scale_bar_length(min(w for w, _ in sizes))  # one length for all three planes
     top = _TITLE_PX + _COLUMN_TITLE_PX
     ct_shown = pet_shown = None
     ordered = sorted(regions.items(), key=lambda item: item[1])
     with_planning = planning is not None
     for row, plane in enumerate(PLANE_NAMES):
-        figure.text(
-            _MARGIN_PX / WIDTH_PX,
-            1 - (top + _HEADING_PX - 6) / height_px,
-            _heading(plane, positions[plane], with_planning),
-            fontsize=13,
-            fontweight="bold",
-            va="bottom",
-        )
+        heading = plane_heading(plane, positions[plane], with_planning)
+        layout.text(figure, _MARGIN_PX, top + _HEADING_PX - 6, heading, fontsize=13)
         top += _HEADING_PX
         width_mm, row_height_mm = sizes[row]
         row_mm, col_mm, origin = geometry[row]
@@ -218,10 +164,7 @@ def overlay_figure(
             views(volume, planes)[row] for volume in (ct, pet, spet, truth, predicted)
         )
         for column in range(4):
-            left = lefts[column] + (slot_px - panel_w) / 2
-            axis = figure.add_axes(box(left, top, panel_w, panel_h), facecolor="black")
-            axis.set_xticks([])
-            axis.set_yticks([])
+            axis = layout.panel(figure, column, top, panel_w, panel_h)
             if column == 0 or column == 3:
                 ct_shown = show(axis, ct_view, row_mm, col_mm, origin, **ct_style)
             else:
@@ -255,14 +198,9 @@ def overlay_figure(
         top += panel_h + _ROW_GAP_PX
 
     for column, name in enumerate(column_titles):
-        figure.text(
-            (lefts[column] + slot_px / 2) / WIDTH_PX,
-            1 - (_TITLE_PX + _COLUMN_TITLE_PX - 6) / height_px,
-            name,
-            fontsize=12,
-            fontweight="bold",
-            ha="center",
-            va="bottom",
+        centre = lefts[column] + slot_px / 2
+        layout.text(
+            figure, centre, _TITLE_PX + _COLUMN_TITLE_PX - 6, name, fontsize=12, ha="center"
         )
     headline = f"{title}: planes through the centre of the {positions['centre_from']}"
     figure.text(

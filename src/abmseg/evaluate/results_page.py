@@ -4,8 +4,12 @@ Snakemake's report shows a TSV or Markdown result only as a download; an HTML re
 in place. This page puts the headline tables in front (summary beside the paper's numbers,
 then per patient), the QA verdicts, the CT-only predictions and the registration QC of every
 patient (mutual information before and after, the transform against the QC limits, as a figure
-and a table), with a banner when the networks are the tiny demo preset. Everything is inline
-(CSS, the figure as a data URI) so the page works inside the report and on its own.
+and a table, then each patient's registration figure as a thumbnail), with a banner when the
+networks are the tiny demo preset. Everything is inline (CSS, the figures as data URIs) so the
+page works inside the report and on its own: a link into the report would break when the page is
+opened by itself, and the report gives its items no stable address. The thumbnails are JPEGs
+``THUMBNAIL_PX`` wide (about 80 kB for a patient's figure, whose PNG is about 200 kB) shown
+small in a grid; a click enlarges one to the page's width.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.image as mpimg  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402 (the backend must be chosen first)
 import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from abmseg.atomic import write_atomic  # noqa: E402
 
@@ -37,6 +43,12 @@ td.text, th.text { text-align: left; }
 .banner { background: #fff3cd; border: 1px solid #e0b000; padding: 0.8em 1em; margin: 1em 0; }
 .fail { background: #f8d7da; } .warn { background: #fff3cd; } .pass { background: #d4edda; }
 .note { color: #555; font-size: 0.9em; }
+.gallery { display: flex; flex-wrap: wrap; gap: 10px; }
+.gallery figure { margin: 0; width: 380px; outline: none; }
+.gallery figure:focus { width: 100%; }
+.gallery img { width: 100%; display: block; border: 1px solid #ccc; cursor: zoom-in; }
+.gallery figure:focus img { cursor: zoom-out; }
+.gallery figcaption { padding: 2px 6px; font-size: 0.9em; }
 """
 DEMO_BANNER = (
     "These numbers come from the <b>tiny</b> network preset, trained for minutes on a few "
@@ -44,6 +56,8 @@ DEMO_BANNER = (
     "accuracy. The paper's configuration is <code>model_preset: paper</code> on GPUs."
 )
 QA_TEXT = ("source", "patient_id", "qa_verdict", "checks", "reasons")
+THUMBNAIL_PX = 900  # wide: readable when enlarged to the page's width
+THUMBNAIL_QUALITY = 75
 # summary.tsv metric -> what a reader calls it
 METRIC_NAMES = {
     "psnr_db": "PSNR (dB)",
@@ -152,7 +166,8 @@ def registration_rows(qc_files: Sequence[str | Path]) -> pd.DataFrame:
 def registration_figure(rows: pd.DataFrame) -> str:
     """The registration QC as a PNG data URI: MI before/after, transform size over the limits."""
     count = max(len(rows), 1)
-    figure, (mi, limits) = plt.subplots(1, 2, figsize=(min(4 + 0.5 * count, 16), 3.6))
+    # at least 10 inches: the two panel titles collide on a narrower figure
+    figure, (mi, limits) = plt.subplots(1, 2, figsize=(min(max(10, 4 + 0.5 * count), 16), 3.6))
     positions = range(len(rows))
     mi.bar([p - 0.2 for p in positions], rows["MI before"], 0.4, label="before", color="#bbb")
     mi.bar([p + 0.2 for p in positions], rows["MI after"], 0.4, label="after", color="#2a7")
@@ -176,6 +191,39 @@ def registration_figure(rows: pd.DataFrame) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+def thumbnail(png: str | Path, width_px: int = THUMBNAIL_PX) -> str:
+    """A PNG shrunk to ``width_px`` (never enlarged) as a JPEG data URI."""
+    image = mpimg.imread(str(png))
+    height, width = image.shape[:2]
+    scale = min(1.0, width_px / width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    figure = Figure(figsize=(size[0] / 100, size[1] / 100), dpi=100)
+    axis = figure.add_axes((0, 0, 1, 1))
+    axis.axis("off")
+    axis.imshow(image[..., :3], interpolation="antialiased", aspect="auto")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="jpeg", dpi=100, pil_kwargs={"quality": THUMBNAIL_QUALITY})
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def registration_gallery(rows: pd.DataFrame, figures: Sequence[str | Path]) -> str:
+    """Each patient's registration figure (``<patient>.png``) as a captioned thumbnail, in the
+    table's order, coloured by its QC verdict."""
+    by_patient = {Path(path).stem: path for path in figures}
+    items = []
+    for patient, verdict in zip(rows["patient_id"], rows["QC"], strict=True):
+        if str(patient) not in by_patient:
+            continue
+        name = html.escape(str(patient))
+        items.append(
+            f'<figure tabindex="0"><img alt="registration QC of {name}" '
+            f'src="{thumbnail(by_patient[str(patient)])}">'
+            f'<figcaption class="{html.escape(verdict)}">{name}: registration QC '
+            f"{html.escape(verdict)}</figcaption></figure>"
+        )
+    return f'<div class="gallery">{"".join(items)}</div>'
+
+
 def _read(path: str | Path | None) -> pd.DataFrame | None:
     if path is None or not Path(path).is_file():
         return None
@@ -190,6 +238,7 @@ def build_page(
     registration_qc: Sequence[str | Path],
     *,
     model_preset: str,
+    registration_figures: Sequence[str | Path] = (),
 ) -> str:
     """The page's HTML."""
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><style>{STYLE}</style>"]
@@ -242,6 +291,16 @@ def build_page(
         parts.append("<h2>PET-CT registration QC, every patient with a PET</h2>")
         parts.append(f'<img alt="registration QC" src="{registration_figure(rows)}">')
         parts.append(table(rows, ("patient_id", "QC"), "QC"))
+        if registration_figures:
+            parts.append("<h3>Each patient: the PET on the CT before and after registration</h3>")
+            parts.append(
+                '<p class="note">Left in each picture the PET as acquired, right after '
+                "registration, on three planes through the hottest PET region, with the QC "
+                "figures against their limits. Click a picture to enlarge it, click beside it to "
+                "shrink it. Full size: the report's QA category (registration), and "
+                "results/qc/registration/&lt;patient&gt;.png.</p>"
+            )
+            parts.append(registration_gallery(rows, registration_figures))
     parts.append("</body></html>")
     return "\n".join(parts)
 

@@ -37,12 +37,23 @@ def _finite(value: object) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
-def check_registration(qc: dict, limits: QcLimits) -> list[str]:
-    """Every way ``qc`` (register_pet_to_ct's figures) breaks ``limits``, as readable sentences
-    with the figure and the limit; empty when the registration passes.
+@dataclass(frozen=True)
+class QcCheck:
+    """One QC figure against its limit: what the register rule refuses on, and one line of the
+    registration figure (abmseg.evaluate.registration_figure)."""
 
-    A missing or non-finite figure (a diverged optimiser's NaN) is a violation too: NaN compares
-    false with every limit and would otherwise pass.
+    name: str  # "mutual information", "centre shift", "rotation", "scale min", "scale max"
+    value: str  # the figure, e.g. "0.6100 -> 0.5500 (gain -0.0600)"
+    limit: str  # e.g. "gain >= +0.0000"
+    passed: bool
+    violation: str  # the sentence check_registration gives when it fails
+
+
+def qc_checks(qc: dict, limits: QcLimits) -> list[QcCheck]:
+    """Every figure of ``qc`` (register_pet_to_ct's) against ``limits``, in a fixed order.
+
+    A missing or non-finite figure (a diverged optimiser's NaN) fails, and then only those are
+    listed: NaN compares false with every limit and would otherwise pass.
     """
     transform = qc.get("transform", {})
     figures = {
@@ -52,29 +63,64 @@ def check_registration(qc: dict, limits: QcLimits) -> list[str]:
     }
     broken = [name for name, value in figures.items() if not _finite(value)]
     if broken:
-        return [f"{name} is {figures[name]!r}, not a finite number" for name in broken]
-    violations = []
-    gain = figures["mutual_information_after"] - figures["mutual_information_before"]
-    if gain < limits.min_mutual_information_gain:
-        violations.append(
-            f"mutual information went from {figures['mutual_information_before']:.4f} to "
-            f"{figures['mutual_information_after']:.4f} (gain {gain:+.4f}, "
-            f"limit >= {limits.min_mutual_information_gain:+.4f})"
-        )
-    if figures["centre_displacement_mm"] > limits.max_centre_displacement_mm:
-        violations.append(
-            f"centre displacement {figures['centre_displacement_mm']:.2f} mm "
-            f"> limit {limits.max_centre_displacement_mm:g} mm"
-        )
-    if figures["rotation_deg"] > limits.max_rotation_deg:
-        violations.append(
-            f"rotation {figures['rotation_deg']:.2f} deg > limit {limits.max_rotation_deg:g} deg"
-        )
-    if figures["scale_min"] < limits.min_scale:
-        violations.append(f"scale {figures['scale_min']:.4f} < limit {limits.min_scale:g}")
-    if figures["scale_max"] > limits.max_scale:
-        violations.append(f"scale {figures['scale_max']:.4f} > limit {limits.max_scale:g}")
-    return violations
+        return [
+            QcCheck(
+                name,
+                repr(figures[name]),
+                "a finite number",
+                False,
+                f"{name} is {figures[name]!r}, not a finite number",
+            )
+            for name in broken
+        ]
+    before, after = figures["mutual_information_before"], figures["mutual_information_after"]
+    gain = after - before
+    shift, rotation = figures["centre_displacement_mm"], figures["rotation_deg"]
+    scale_min, scale_max = figures["scale_min"], figures["scale_max"]
+    return [
+        QcCheck(
+            "mutual information",
+            f"{before:.4f} -> {after:.4f} (gain {gain:+.4f})",
+            f"gain >= {limits.min_mutual_information_gain:+.4f}",
+            gain >= limits.min_mutual_information_gain,
+            f"mutual information went from {before:.4f} to {after:.4f} (gain {gain:+.4f}, "
+            f"limit >= {limits.min_mutual_information_gain:+.4f})",
+        ),
+        QcCheck(
+            "centre shift",
+            f"{shift:.2f} mm",
+            f"<= {limits.max_centre_displacement_mm:g} mm",
+            shift <= limits.max_centre_displacement_mm,
+            f"centre displacement {shift:.2f} mm > limit {limits.max_centre_displacement_mm:g} mm",
+        ),
+        QcCheck(
+            "rotation",
+            f"{rotation:.2f} deg",
+            f"<= {limits.max_rotation_deg:g} deg",
+            rotation <= limits.max_rotation_deg,
+            f"rotation {rotation:.2f} deg > limit {limits.max_rotation_deg:g} deg",
+        ),
+        QcCheck(
+            "scale min",
+            f"{scale_min:.4f}",
+            f">= {limits.min_scale:g}",
+            scale_min >= limits.min_scale,
+            f"scale {scale_min:.4f} < limit {limits.min_scale:g}",
+        ),
+        QcCheck(
+            "scale max",
+            f"{scale_max:.4f}",
+            f"<= {limits.max_scale:g}",
+            scale_max <= limits.max_scale,
+            f"scale {scale_max:.4f} > limit {limits.max_scale:g}",
+        ),
+    ]
+
+
+def check_registration(qc: dict, limits: QcLimits) -> list[str]:
+    """Every way ``qc`` breaks ``limits``, as readable sentences with the figure and the limit;
+    empty when the registration passes (:func:`qc_checks`)."""
+    return [check.violation for check in qc_checks(qc, limits) if not check.passed]
 
 
 def qc_figures(qc: dict) -> str:

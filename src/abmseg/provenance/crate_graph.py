@@ -77,6 +77,18 @@ def _id(kind: str, *parts: str) -> str:
     return f"#{kind}-{hashlib.sha256(chr(0).join(parts).encode()).hexdigest()[:20]}"
 
 
+# RFC 3986: fragment = *( pchar / "/" / "?" ), pchar = unreserved / pct-encoded / sub-delims /
+# ":" / "@". quote() keeps the unreserved set itself; everything else is percent-encoded.
+FRAGMENT_SAFE = "!$&'()*+,;=:@/?"
+
+
+def person_agent(name: str, identifier: str | None = None) -> dict[str, str]:
+    """The person who ran the workflow (``--agent``): ``identifier`` (e.g. an ORCID URL) or a
+    local id from the name, percent-encoded so that "Jane Doe" still gives a valid URI
+    reference (a JSON-LD @id must be one)."""
+    return {"name": name, "id": identifier or f"#agent-{quote(name, safe=FRAGMENT_SAFE)}"}
+
+
 def _ref(identifier: str) -> dict[str, str]:
     return {"@id": identifier}
 
