@@ -12,7 +12,7 @@ from abmseg.train.distributed import allocated_gpu_count
 from abmseg.train.engine import TrainJob
 from abmseg.train.run_key import claim_checkpoints, run_key
 from abmseg.train.settings import TrainSettings
-from abmseg.train.time_limit import EXIT_TIME_LIMIT, TimeLimitStop, job_deadline
+from abmseg.train.time_limit import EXIT_TIME_LIMIT, job_deadline
 
 STARTED = time.time()
 
@@ -68,12 +68,8 @@ with rule_step(
         max(gpus, 1),
         f"{(deadline - time.time()) / 60:.1f} min left ({source})" if deadline else source,
     )
-    try:
-        status = launch(job, gpus)
-    except TimeLimitStop as stop:  # a planned stop: the rule's retries resume the run
-        log.warning("%s", stop)
-        raise SystemExit(EXIT_TIME_LIMIT) from None
-    if status == EXIT_TIME_LIMIT:
-        log.warning("training stopped before its time limit; a resubmitted job resumes it")
+    status = launch(job, gpus)
+    if status == EXIT_TIME_LIMIT:  # a planned stop: the rule's retries resume the run
+        log.warning("exit status %d: a resubmitted job resumes this training", status)
     if status:
         raise SystemExit(status)

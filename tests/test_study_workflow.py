@@ -51,7 +51,8 @@ def study_run(pipeline, tmp_path_factory):
     return {
         "work": work,
         "dry": dry.stdout,
-        "train": [r["patient_id"] for r in split if r["subset"] == "train"],
+        # the training side: fitted on, or held out for validation (both feed training)
+        "train": [r["patient_id"] for r in split if r["subset"] in ("train", "validation")],
         "test": [r["patient_id"] for r in split if r["subset"] == "test"],
     }
 

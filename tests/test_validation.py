@@ -164,3 +164,5 @@ def test_the_curve_has_a_validation_dice_panel(tmp_path):
     segmentation = {line.get_label(): line for line in seen["segmentation"].get_lines()}
     assert segmentation["validation segmentation loss"].get_linestyle() == "--"
     assert segmentation["segmentation loss"].get_linestyle() == "-"
+    same = segmentation["validation segmentation loss"].get_color()
+    assert same == segmentation["segmentation loss"].get_color()  # one colour per term

@@ -38,6 +38,11 @@ TRAIN_PATIENTS = PLAN.train
 TEST_PATIENTS = PLAN.test
 # Training-side patients held out of the fitting and scored after every epoch.
 VALIDATION_PATIENTS = PLAN.validation
+# Resubmissions of a failed training job (one that stopped at its time limit resumes), made by
+# the Snakemake that submits jobs. Inside a cluster job the rule directive would otherwise
+# override the executor's --retries 0 and rerun the job in its own allocation, whose time
+# limit is the same (measured: a second attempt in the same SLURM job).
+TRAIN_RETRIES = 0 if workflow.remote_exec else config["cluster"]["train_retries"]
 # The preset files the package reads (not the caller's folder: this workflow may run as a module).
 MODEL_PRESET_FILES = [
     str(PRESET_DIR / f"{network}.yaml")

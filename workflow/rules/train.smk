@@ -17,7 +17,7 @@ rule train_stage1:
     benchmark:
         "benchmarks/train_stage1/{variant}.tsv"
     # A job that stops at its time limit is submitted again and resumes from its checkpoint.
-    retries: config["cluster"]["train_retries"]
+    retries: TRAIN_RETRIES
     conda:
         "../../envs/train.yaml"
     threads: res("train_stage1", "threads")
@@ -52,7 +52,7 @@ rule train_stage2:
         "logs/train_stage2/{variant}.log",
     benchmark:
         "benchmarks/train_stage2/{variant}.tsv"
-    retries: config["cluster"]["train_retries"]
+    retries: TRAIN_RETRIES
     conda:
         "../../envs/train.yaml"
     threads: res("train_stage2", "threads")

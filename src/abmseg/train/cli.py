@@ -24,6 +24,7 @@ import csv
 import dataclasses
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -38,7 +39,12 @@ from abmseg.errors import ConfigError, UserError
 from abmseg.regions import DEFAULT_REGIONS
 from abmseg.settings import read_config as read_workflow_config
 from abmseg.train.distributed import BACKENDS, launched_by_torchrun
-from abmseg.train.time_limit import TimeLimitStop, job_deadline
+from abmseg.train.time_limit import (
+    EXIT_TIME_LIMIT,
+    TIME_LIMIT_PHASE,
+    TimeLimitStop,
+    job_deadline,
+)
 from abmseg.variants import VARIANTS
 
 if TYPE_CHECKING:
@@ -199,10 +205,23 @@ def launch(job: TrainJob, gpus: int) -> int:
         write_json(job_file, job_to_json(job))
         sys.stdout.flush()
         sys.stderr.flush()
-        return run_forwarding_signals(torchrun_command(gpus, ["--job", str(job_file)]))
+        status = run_forwarding_signals(torchrun_command(gpus, ["--job", str(job_file)]))
+        return EXIT_TIME_LIMIT if status == 0 and stopped_for_time(job.out) else status
     configure_logging()
-    run_training(dataclasses.replace(job, device="cpu") if gpus == 0 else job)
+    try:
+        run_training(dataclasses.replace(job, device="cpu") if gpus == 0 else job)
+    except TimeLimitStop as stop:  # not a failure: the resubmitted job resumes
+        logging.getLogger(__name__).warning("%s", stop)
+        return EXIT_TIME_LIMIT
     return 0
+
+
+def stopped_for_time(out: Path) -> bool:
+    """Whether the run in ``out`` last stopped before its time limit (status.json says so)."""
+    try:
+        return json.loads((Path(out) / "status.json").read_text()).get("phase") == TIME_LIMIT_PHASE
+    except (OSError, ValueError):
+        return False
 
 
 def job_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> TrainJob:
@@ -237,16 +256,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.job is not None:
+        if args.job is not None:  # one torchrun process
             configure_logging()
             from abmseg.train.engine import run_training
 
-            run_training(job_from_json(json.loads(args.job.read_text())))
+            try:
+                run_training(job_from_json(json.loads(args.job.read_text())))
+            except TimeLimitStop as stop:  # ends with 0: launch() reads status.json
+                if os.environ.get("RANK", "0") == "0":
+                    logging.getLogger(__name__).warning("%s", stop)
             return 0
         return launch(job_from_args(args, parser), args.gpus)
-    except TimeLimitStop as stop:  # not an error: the resubmitted job resumes
-        print(f"abmseg train: {stop}", file=sys.stderr)
-        return stop.exit_status
     except UserError as error:  # one line, no traceback (a traceback is for bugs)
         print(f"abmseg train: error: {error}", file=sys.stderr)
         return 1

@@ -85,6 +85,7 @@ from abmseg.train.slices import SliceDataset, SliceIndex, make_loader
 from abmseg.train.stage1 import CycleGANView, StepModules, stage1_step
 from abmseg.train.stage2 import stage2_step
 from abmseg.train.time_limit import (
+    TIME_LIMIT_PHASE,
     TimeLimitStop,
     current_deadline,
     should_stop,
@@ -428,17 +429,19 @@ class Trainer:
         return None
 
     def _stop_if_out_of_time(self, epoch: int) -> None:
-        """Stop (every rank together) before an epoch that would end after the deadline (rank 0
-        asks SLURM for it afresh; the others keep the one of the job's start)."""
-        deadline = self.job.deadline
-        if deadline is None:
+        """Stop (every rank together) before an epoch that would end after the deadline: rank 0
+        asks SLURM for it afresh and every rank takes rank 0's."""
+        if self.job.deadline is None:
             return
-        if self.env.is_main:
-            deadline = current_deadline(deadline)
+        env = self.env
+        mine = current_deadline(self.job.deadline) if env.is_main else 0.0
+        shared = torch.tensor([mine], dtype=torch.float64, device=env.device)
+        deadline = float(all_reduce_sum(shared, env)[0])
         estimate = self._epoch_estimate()
-        mine = should_stop(time.time(), deadline, estimate)
-        flag = torch.tensor([1.0 if mine else 0.0], device=self.env.device)
-        if float(all_reduce_sum(flag, self.env)[0]) == 0:
+        stop = torch.tensor(
+            [float(should_stop(time.time(), deadline, estimate))], device=env.device
+        )
+        if float(all_reduce_sum(stop, env)[0]) == 0:
             return
         left = max(deadline - time.time(), 0.0)
         where = f"stage {self.stage} of {self.job.variant}"
@@ -449,6 +452,7 @@ class Trainer:
                 f"raise resources.train_stage{self.stage}.runtime (minutes) or lower "
                 "training.max_slices_per_epoch",
             )
+        self._status(epoch=epoch - 1, global_epoch=self.offset + epoch - 1, phase=TIME_LIMIT_PHASE)
         raise TimeLimitStop(
             f"{where} stopped before its time limit after epoch {epoch}/{self.epochs} (the "
             f"next would take about {estimate:.0f} s, {left:.0f} s are left); its checkpoint "

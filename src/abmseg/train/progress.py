@@ -95,6 +95,7 @@ def plot_losses(path: str | Path, rows: Sequence[dict[str, Any]], title: str = "
         1, max(len(order), 1), figsize=(3.6 * max(len(order), 1), 5.0), squeeze=False
     )
     x = [row["global_epoch"] for row in rows]
+    colours: dict[str, str] = {}  # a validation term is drawn in its training term's colour
     for ax, group in zip(axes[0], order, strict=False):
         for term in panels[group]:
             values = [_number(row.get(term)) for row in rows]
@@ -105,7 +106,11 @@ def plot_losses(path: str | Path, rows: Sequence[dict[str, Any]], title: str = "
             dashed = term.startswith(VALIDATION_PREFIX) and group not in LINEAR_GROUPS
             style = "--" if dashed else "-"
             marker = "o" if len(rows) < 30 else None
-            ax.plot(x, ys, style, marker=marker, markersize=3, label=loss_label(term))
+            colour = colours.get(term.removeprefix(VALIDATION_PREFIX)) if dashed else None
+            (line,) = ax.plot(
+                x, ys, style, marker=marker, markersize=3, label=loss_label(term), color=colour
+            )
+            colours[term] = line.get_color()
         if group in LINEAR_GROUPS:
             ax.set_ylim(0.0, 1.0)
         else:

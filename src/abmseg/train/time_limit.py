@@ -10,7 +10,9 @@ the job runs under SLURM (``squeue -o %e``, asked again before every epoch, so a
 update TimeLimit=`` during the job counts), else the rule's ``runtime`` resource counted from when
 the job started.
 
-A job that stops this way exits with :data:`EXIT_TIME_LIMIT` and says so in its log; the rule's
+A job that stops this way exits with :data:`EXIT_TIME_LIMIT` and says so in its log (torchrun's
+processes end with 0 and leave ``status.json`` in :data:`TIME_LIMIT_PHASE`, which
+``abmseg.train.cli.launch`` turns into that status, so no worker failure is reported); the rule's
 ``retries`` (config ``cluster.train_retries``) makes Snakemake submit it again, and the new job
 resumes after the last finished epoch. Should SLURM still kill a job at its limit (an epoch far
 slower than the ones before), the SIGTERM handler of :func:`stop_on_sigterm` logs it and exits;
@@ -37,6 +39,7 @@ EXIT_SIGTERM = 143  # 128 + SIGTERM, what a shell reports for a terminated proce
 MARGIN_SECONDS = 60.0  # checkpoint write, process exit (torchrun, Snakemake) after the last epoch
 EPOCH_SAFETY = 1.2  # an epoch may be this much slower than the slowest one seen
 SQUEUE_TIMEOUT_S = 15
+TIME_LIMIT_PHASE = "time_limit"  # status.json's phase of a run that stopped for its time limit
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +160,7 @@ def seconds_left(deadline: float | None, now: float | None = None) -> float | No
 
 __all__ = [
     "EXIT_SIGTERM",
+    "TIME_LIMIT_PHASE",
     "current_deadline",
     "EXIT_TIME_LIMIT",
     "TimeLimitStop",
