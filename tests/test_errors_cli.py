@@ -5,7 +5,7 @@ import pytest
 
 from abmseg import __version__
 from abmseg.cli import build_parser, main
-from abmseg.cohort.split import assign_split
+from abmseg.cohort.split import SplitSettings, assign_split
 from abmseg.errors import PatientDataError
 
 
@@ -47,7 +47,9 @@ def test_cli_split_writes_the_split_file(tmp_path, capsys):
     table = pd.read_csv(out, sep="\t", dtype=str)
     assert list(table.columns) == ["patient_id", "subset"]
     assert list(table.patient_id) == [pid for pid, _ in rows]
-    expected = assign_split([pid for pid, _ in rows], 0.7, "s1", {"P100": "test", "P101": "train"})
+    overrides = {"P100": "test", "P101": "train"}
+    ids = [pid for pid, _ in rows]
+    expected = assign_split(ids, 0.7, "s1", overrides, validation_fraction=0.15)
     assert dict(zip(table.patient_id, table.subset, strict=True)) == expected
     assert str(out) in capsys.readouterr().out
 
@@ -60,8 +62,15 @@ def test_cli_split_defaults_are_the_settings_defaults(tmp_path):
     out = tmp_path / "split.tsv"
     assert main(["split", str(_sheet(tmp_path, rows)), "--out", str(out)]) == 0
     table = pd.read_csv(out, sep="\t", dtype=str)
-    expected = assign_split([pid for pid, _ in rows], 0.7, "abmseg-split-v1")
+    defaults = SplitSettings()
+    expected = assign_split(
+        [pid for pid, _ in rows],
+        defaults.train_fraction,
+        defaults.salt,
+        validation_fraction=defaults.validation_fraction,
+    )
     assert dict(zip(table.patient_id, table.subset, strict=True)) == expected
+    assert "validation" in expected.values()  # the default holds patients out
 
 
 def test_cli_refuses_an_unknown_setting_in_one_line(tmp_path, capsys):

@@ -501,7 +501,7 @@ def test_a_second_snakemake_is_refused_and_the_first_goes_on(recovered):
 
 def split_of(run: Run) -> dict[str, list[str]]:
     rows = [line.split("\t") for line in (run.work / "results/split.tsv").read_text().splitlines()]
-    groups: dict[str, list[str]] = {"train": [], "test": []}
+    groups: dict[str, list[str]] = {"train": [], "validation": [], "test": []}
     for row in rows[1:]:
         groups[row[1]].append(row[0])
     return groups
