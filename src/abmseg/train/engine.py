@@ -445,7 +445,7 @@ class Trainer:
             return
         left = max(deadline - time.time(), 0.0)
         where = f"stage {self.stage} of {self.job.variant}"
-        if self.slowest_epoch is None and epoch == self.start_epoch:
+        if self.slowest_epoch is None:  # not one epoch in this job: stopping would only loop
             raise ConfigError(
                 f"{where}: an epoch takes about {estimate:.0f} s but this job has only "
                 f"{left:.0f} s left before its time limit, so it cannot finish one",

@@ -131,8 +131,6 @@ def plot_losses(path: str | Path, rows: Sequence[dict[str, Any]], title: str = "
 def _number(value: Any) -> float:
     """A CSV or history cell as a float; NaN for blanks and text (a resumed run's rows are
     numbers, rows read back from a CSV are strings)."""
-    if isinstance(value, int | float):
-        return float(value)
     try:
         return float(value)
     except (TypeError, ValueError):

@@ -18,9 +18,9 @@ one-step estimate; :mod:`abmseg.train.stage2`), not the full sampler chain of in
 would cost 10-50 denoiser passes per slice and epoch. Masks are scored on the network grid
 (``image_size``), not the planning CT: these numbers follow training, the test metrics of rule
 ``metrics`` are the results. The random draws of the one-step estimate and of the diffusion loss
-come from a seed fixed per (seed, epoch), so the curves do not depend on the number of ranks'
-random streams, and validation leaves the training's random streams as they were (each epoch
-reseeds anyway). Under DDP every rank scores every ``world_size``-th slice; the sums are added.
+come from a seed fixed per (seed, rank, epoch), so a rerun draws the same, and validation leaves
+the training's random streams as they were (``torch.random.fork_rng``). Under DDP every rank
+scores every ``world_size``-th slice; the sums are added.
 """
 
 from __future__ import annotations
@@ -105,7 +105,6 @@ class Validator:
                 "check their normalised CT, or set the sheet's split column to move them",
             )
         mine = list(range(env.rank, len(dataset), env.world_size))
-        self.slices = len(dataset)
         self.loader = DataLoader(Subset(dataset, mine), batch_size=batch_size, shuffle=False)
 
     def score(self, m: StepModules, seed: int, global_epoch: int) -> dict[str, Any]:
@@ -163,8 +162,10 @@ class Validator:
         per_slice = overlap_counts(logits.float(), target, self.classes)
         rows = torch.tensor([self.patient_number[p] for p in batch["patient"]], device=device)
         counts.index_add_(0, rows, per_slice)
-        values = [float(terms[t]) * n if t in terms else 0.0 for t in LOSS_TERMS]
-        return torch.tensor([*values, float(n)], dtype=torch.float64, device=device)
+        # one tensor, no per-term host sync on a GPU
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        values = [terms[t].detach().double() * n if t in terms else zero for t in LOSS_TERMS]
+        return torch.stack([*values, zero + n])
 
 
 def present_terms(m: StepModules) -> set[str]:
